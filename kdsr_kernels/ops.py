@@ -1,0 +1,169 @@
+"""Backend registry, the `torch.ops.kdsr.idr_ddc` custom op and the public `idr_ddc` function.
+
+Every backend module exposes the same four names:
+  DEVICE_TYPES                      device types it can run on ("cpu", "cuda")
+  unavailable_reason(device_type)   None when usable, else a sentence saying why not and what to do
+  forward(x, weight, negative_slope) -> out              (contiguous NCHW, x's dtype)
+  backward(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w) -> (grad_x | None, grad_w | None)
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from types import ModuleType
+
+import torch
+
+from ._validate import check_inputs
+
+BACKEND_MODULES = {
+    "reference": "kdsr_kernels.reference",
+    "triton": "kdsr_kernels.triton_backend",
+    "cpu": "kdsr_kernels.cpu_backend",
+    "cuda": "kdsr_kernels.cuda_backend",
+}
+# "auto" tries these in order; the Triton interpreter is a test path, never picked for CPU tensors.
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+
+_reasons: dict[tuple[str, str], str | None] = {}
+_warned: set[tuple[str, str]] = set()
+
+
+def _module(name: str) -> ModuleType:
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"idr_ddc: unknown backend {name!r}; choose one of {['auto', *BACKEND_MODULES]}")
+    return importlib.import_module(BACKEND_MODULES[name])
+
+
+def unavailable_reason(name: str, device_type: str) -> str | None:
+    """Why backend `name` cannot run tensors of `device_type` (None when it can). Cached per process."""
+    key = (name, device_type)
+    if key not in _reasons:
+        if name not in BACKEND_MODULES:
+            _module(name)  # raises the unknown-backend error
+        try:
+            module = _module(name)
+            if device_type not in module.DEVICE_TYPES:
+                _reasons[key] = f"it runs {'/'.join(module.DEVICE_TYPES)} tensors only"
+            else:
+                _reasons[key] = module.unavailable_reason(device_type)
+        except Exception as exc:  # an import or build failure must not take "auto" down with it
+            _reasons[key] = f"{type(exc).__name__}: {exc}"
+    return _reasons[key]
+
+
+def available_backends(device: torch.device | str | None = None) -> list[str]:
+    """Backends usable on this machine (for `device`'s type; default: CUDA if present, else CPU)."""
+    if device is None:
+        device_types = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    else:
+        device_types = [torch.device(device).type]
+    return [
+        name for name in BACKEND_MODULES if any(unavailable_reason(name, dt) is None for dt in device_types)
+    ]
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn "auto" into the fastest usable backend for `device`; check that a named backend can run there."""
+    if backend != "auto":
+        reason = unavailable_reason(backend, device.type)
+        if reason is not None:
+            raise RuntimeError(f"idr_ddc: backend {backend!r} cannot run on {device.type}: {reason}")
+        return backend
+    for name in AUTO_ORDER.get(device.type, ("reference",)):
+        reason = unavailable_reason(name, device.type)
+        if reason is None:
+            return name
+        if (name, device.type) not in _warned:
+            _warned.add((name, device.type))
+            warnings.warn(f"idr_ddc: backend {name!r} unavailable ({reason}); falling back", stacklevel=3)
+    raise RuntimeError(f"idr_ddc: no backend can run on device type {device.type!r}")
+
+
+@torch.library.custom_op("kdsr::idr_ddc", mutates_args=(), device_types=("cpu", "cuda"))
+def _idr_ddc_op(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None, backend: str) -> torch.Tensor:
+    check_inputs(x, weight, negative_slope)
+    if x.numel() == 0:
+        return x.new_empty(x.shape)
+    return _module(backend).forward(x, weight, negative_slope).contiguous()
+
+
+@_idr_ddc_op.register_fake
+def _idr_ddc_fake(x, weight, negative_slope, backend):
+    check_inputs(x, weight, negative_slope)
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("kdsr::idr_ddc_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def _idr_ddc_backward_op(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    out: torch.Tensor | None,
+    negative_slope: float | None,
+    backend: str,
+    need_grad_x: bool,
+    need_grad_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (grad_x, grad_w); a gradient that is not needed comes back as an empty (0,) tensor."""
+    if x.numel() == 0:
+        grad_x, grad_w = torch.zeros_like(x), torch.zeros_like(weight)
+    else:
+        grad_x, grad_w = _module(backend).backward(
+            grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
+        )
+    grad_x = grad_x.contiguous() if need_grad_x else x.new_empty(0)
+    grad_w = grad_w.contiguous() if need_grad_w else weight.new_empty(0)
+    return grad_x, grad_w
+
+
+@_idr_ddc_backward_op.register_fake
+def _idr_ddc_backward_fake(grad_out, x, weight, out, negative_slope, backend, need_grad_x, need_grad_w):
+    return (
+        x.new_empty(x.shape if need_grad_x else (0,)),
+        weight.new_empty(weight.shape if need_grad_w else (0,)),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, negative_slope, backend = inputs
+    ctx.negative_slope = negative_slope
+    ctx.backend = backend
+    ctx.save_for_backward(x, weight, output if negative_slope is not None else None)
+
+
+def _backward(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    need_grad_x, need_grad_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_x, grad_w = torch.ops.kdsr.idr_ddc_backward(
+        grad_out, x, weight, out, ctx.negative_slope, ctx.backend, need_grad_x, need_grad_w
+    )
+    return (grad_x if need_grad_x else None), (grad_w if need_grad_w else None), None, None
+
+
+_idr_ddc_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def idr_ddc(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    negative_slope: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """IDR-DDC: per-sample depthwise dynamic convolution, optionally followed by a fused LeakyReLU.
+
+    Args:
+        x: (B, C, H, W) float32 / float16 / bfloat16 / float64, any strides (channels_last, slices).
+        weight: (B, C, k, k), same dtype and device; k odd, 1 <= k <= 7. Cross-correlation, as F.conv2d,
+            with 'same' zero padding and stride 1: one k x k kernel per sample and channel.
+        negative_slope: None for no activation, else LeakyReLU(negative_slope) (>= 0) fused into the kernels.
+        backend: "auto" (fastest usable for x's device), "reference", "triton", "cpu" or "cuda". A backend
+            asked for by name that cannot run raises RuntimeError; only "auto" falls back.
+
+    Returns:
+        (B, C, H, W) tensor of x's dtype, always contiguous NCHW. Differentiable in x and weight.
+    """
+    check_inputs(x, weight, negative_slope)
+    name = resolve_backend(backend, x.device)
+    return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, name)

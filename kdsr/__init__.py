@@ -1,0 +1,38 @@
+"""kdsr: KDSR blind super-resolution (ICLR 2023) on fused IDR-DDC kernels.
+
+    import kdsr
+    model = kdsr.KDSRStudent()            # KDSR_S-M, x4, fused kernels
+    model = kdsr.load("tiny-iso-x4")      # shipped weights, or a checkpoint path
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; imported on first use so `import kdsr` stays fast.
+_LAZY = {
+    "KDSRStudent": "kdsr.models",
+    "KDSRTeacher": "kdsr.models",
+    "load": "kdsr.models",
+    "upscale": "kdsr.upscale",
+    "degradations": "kdsr.degradations",
+    "metrics": "kdsr.metrics",
+    "data": "kdsr.data",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kdsr' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if module.__name__ == f"kdsr.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,40 @@
+"""`kdsr` command line: one subcommand per module in kdsr.commands.
+
+Each module kdsr/commands/<name>.py defines `add_parser(subparsers)` that adds its subparser and
+sets `func=<callable taking the parsed args and returning an exit code>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ("upscale", "profile", "degrade", "train", "eval", "tsne")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdsr",
+        description="KDSR blind super-resolution: upscale images, train teacher/student models, evaluate, "
+        "profile the fused IDR-DDC kernels. Run `kdsr <command> --help` for each command's flags.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"kdsr.commands.{name}")
+        except ModuleNotFoundError as exc:  # TODO(skeleton): remove once every command module exists
+            if exc.name != f"kdsr.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,7 @@ BACKEND_MODULES = {
 # "auto" tries these in order; the Triton interpreter is a test path, never picked for CPU tensors.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
+_WRONG_DEVICE = "it runs"
 _reasons: dict[tuple[str, str], str | None] = {}
 _warned: set[tuple[str, str]] = set()
 
@@ -45,7 +46,7 @@ def unavailable_reason(name: str, device_type: str) -> str | None:
         try:
             module = _module(name)
             if device_type not in module.DEVICE_TYPES:
-                _reasons[key] = f"it runs {'/'.join(module.DEVICE_TYPES)} tensors only"
+                _reasons[key] = f"{_WRONG_DEVICE} {'/'.join(module.DEVICE_TYPES)} tensors only"
             else:
                 _reasons[key] = module.unavailable_reason(device_type)
         except Exception as exc:  # an import or build failure must not take "auto" down with it
@@ -64,21 +65,25 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     ]
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn "auto" into the fastest usable backend for `device`; check that a named backend can run there."""
+@torch.compiler.assume_constant_result
+def resolve_backend(backend: str, device_type: str) -> str:
+    """Turn "auto" into the fastest usable backend for `device_type`; check that a named backend can run there.
+
+    Evaluated once at trace time under torch.compile (the answer is a constant of the process).
+    """
     if backend != "auto":
-        reason = unavailable_reason(backend, device.type)
+        reason = unavailable_reason(backend, device_type)
         if reason is not None:
-            raise RuntimeError(f"idr_ddc: backend {backend!r} cannot run on {device.type}: {reason}")
+            raise RuntimeError(f"idr_ddc: backend {backend!r} cannot run on {device_type}: {reason}")
         return backend
-    for name in AUTO_ORDER.get(device.type, ("reference",)):
-        reason = unavailable_reason(name, device.type)
+    for name in AUTO_ORDER.get(device_type, ("reference",)):
+        reason = unavailable_reason(name, device_type)
         if reason is None:
             return name
-        if (name, device.type) not in _warned:
-            _warned.add((name, device.type))
+        if not reason.startswith(_WRONG_DEVICE) and (name, device_type) not in _warned:
+            _warned.add((name, device_type))
             warnings.warn(f"idr_ddc: backend {name!r} unavailable ({reason}); falling back", stacklevel=3)
-    raise RuntimeError(f"idr_ddc: no backend can run on device type {device.type!r}")
+    raise RuntimeError(f"idr_ddc: no backend can run on device type {device_type!r}")
 
 
 @torch.library.custom_op("kdsr::idr_ddc", mutates_args=(), device_types=("cpu", "cuda"))
@@ -165,5 +170,5 @@ def idr_ddc(
         (B, C, H, W) tensor of x's dtype, always contiguous NCHW. Differentiable in x and weight.
     """
     check_inputs(x, weight, negative_slope)
-    name = resolve_backend(backend, x.device)
+    name = resolve_backend(backend, x.device.type)
     return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, name)

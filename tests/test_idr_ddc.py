@@ -1,0 +1,304 @@
+"""IDR-DDC: every backend on this machine against one float64 oracle (plain F.conv2d + autograd).
+
+Parametrised over (device, backend) for every backend `kdsr_kernels.available_backends` reports, so the same
+file checks `reference` and `cpu` here, `triton` in the interpreter (TRITON_INTERPRET=1, set by conftest), and
+`cuda` / `triton` on a GPU machine. Inputs are fresh random draws on every run (no fixed seed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kdsr_kernels as kk
+from kdsr_kernels import ops
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CASES = [(dev, name) for dev in DEVICES for name in kk.available_backends(dev)]
+CASE_IDS = [f"{dev}-{name}" for dev, name in CASES]
+
+# (B, C, H, W, k): B=1, C=1, H or W = 1, H/W smaller than k, odd sizes that are no multiple of any tile.
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (1, 1, 1, 7, 3),
+    (2, 3, 6, 1, 3),
+    (2, 2, 2, 3, 5),
+    (1, 2, 17, 20, 3),
+    (2, 1, 9, 11, 7),
+    (1, 3, 13, 8, 5),
+    (1, 1, 3, 3, 7),
+]
+
+
+def oracle(x, weight, negative_slope, grad_out=None):
+    """float64 forward (and grads when grad_out is given) by F.conv2d's own autograd."""
+    x64 = x.detach().double().cpu().requires_grad_(True)
+    w64 = weight.detach().double().cpu().requires_grad_(True)
+    B, C, H, W = x64.shape
+    k = w64.shape[-1]
+    y = F.conv2d(x64.reshape(1, B * C, H, W), w64.reshape(B * C, 1, k, k), groups=B * C, padding=k // 2)
+    y = y.reshape(B, C, H, W)
+    if negative_slope is not None:
+        y = F.leaky_relu(y, negative_slope)
+    if grad_out is None:
+        return y.detach()
+    gx, gw = torch.autograd.grad(y, (x64, w64), grad_out.double().cpu())
+    return y.detach(), gx, gw
+
+
+def assert_close_to_oracle(actual, expected, reduce_size: int, what: str):
+    """fp32/fp64: elementwise within k²-scaled (and reduction-scaled) tolerances; fp16/bf16: relative RMSE."""
+    actual = actual.detach().cpu()
+    assert not torch.isnan(actual).any(), f"{what}: NaN in output (an element was never written?)"
+    if actual.dtype in (torch.float16, torch.bfloat16):
+        err = (actual.double() - expected).pow(2).mean().sqrt()
+        scale = expected.pow(2).mean().sqrt().clamp_min(1e-12)
+        limit = 4e-3 if actual.dtype == torch.float16 else 3e-2
+        assert err / scale < limit, f"{what}: relative RMSE {float(err / scale):.2e} >= {limit}"
+        return
+    eps = torch.finfo(actual.dtype).eps
+    tol = 8 * eps * math.sqrt(reduce_size) * max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(actual.double(), expected, rtol=0, atol=tol, msg=lambda m: f"{what}: {m}")
+
+
+def make_inputs(shape, dtype, device, layout="contiguous"):
+    B, C, H, W, k = shape
+    if layout == "strided":  # a non-contiguous slice of a larger tensor
+        x = torch.randn(B, C + 1, H + 2, 2 * W, dtype=dtype, device=device)[:, 1:, 1 : H + 1, ::2]
+    else:
+        x = torch.randn(B, C, H, W, dtype=dtype, device=device)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(B, C, k, k, dtype=dtype, device=device) / k
+    return x, weight
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("negative_slope", [None, 0.1])
+def test_forward_and_grads_match_oracle_fp32(device, backend, shape, negative_slope):
+    x, weight = make_inputs(shape, torch.float32, device)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    y = kk.idr_ddc(x, weight, negative_slope=negative_slope, backend=backend)
+    grad_out = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
+    y_ref, gx_ref, gw_ref = oracle(x, weight, negative_slope, grad_out)
+    B, C, H, W, k = shape
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+    assert_close_to_oracle(y, y_ref, k * k, "forward")
+    assert_close_to_oracle(gx, gx_ref, k * k, "grad_x")
+    assert_close_to_oracle(gw, gw_ref, H * W, "grad_w")
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_non_contiguous_inputs(device, backend, layout):
+    shape = (2, 3, 7, 9, 3)
+    x, weight = make_inputs(shape, torch.float32, device, layout)
+    x.requires_grad_(True)
+    weight = weight.transpose(2, 3).detach().requires_grad_(True)  # a non-contiguous weight too
+    y = kk.idr_ddc(x, weight, negative_slope=0.1, backend=backend)
+    grad_out = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
+    y_ref, gx_ref, gw_ref = oracle(x, weight, 0.1, grad_out)
+    assert y.is_contiguous(), "output layout is documented as contiguous NCHW"
+    assert_close_to_oracle(y, y_ref, 9, "forward")
+    assert_close_to_oracle(gx, gx_ref, 9, "grad_x")
+    assert_close_to_oracle(gw, gw_ref, 7 * 9, "grad_w")
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("negative_slope", [None, 0.1])
+def test_half_precision_relative_rmse(device, backend, dtype, negative_slope):
+    shape = (2, 2, 11, 13, 3)
+    x, weight = make_inputs(shape, dtype, device)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    y = kk.idr_ddc(x, weight, negative_slope=negative_slope, backend=backend)
+    grad_out = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    y_ref, gx_ref, gw_ref = oracle(x, weight, negative_slope, grad_out)
+    assert_close_to_oracle(y, y_ref, 9, "forward")
+    assert_close_to_oracle(gx, gx_ref, 9, "grad_x")
+    assert_close_to_oracle(gw, gw_ref, 11 * 13, "grad_w")
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_gradcheck_float64(device, backend, k):
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device=device, requires_grad=True)
+    weight = torch.randn(1, 2, k, k, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: kk.idr_ddc(a, b, negative_slope=0.1, backend=backend), (x, weight), fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("need", ["x", "weight"])
+def test_gradient_of_one_input_only(device, backend, need):
+    x, weight = make_inputs((2, 2, 6, 5, 3), torch.float32, device)
+    target = x if need == "x" else weight
+    target.requires_grad_(True)
+    y = kk.idr_ddc(x, weight, negative_slope=0.1, backend=backend)
+    grad_out = torch.randn_like(y)
+    (g,) = torch.autograd.grad(y, (target,), grad_out)
+    _, gx_ref, gw_ref = oracle(x, weight, 0.1, grad_out)
+    assert_close_to_oracle(g, gx_ref if need == "x" else gw_ref, 30, f"grad_{need}")
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+def test_backward_is_bitwise_repeatable(device, backend):
+    x, weight = make_inputs((2, 3, 10, 12, 3), torch.float32, device)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    grad_out = torch.randn(x.shape, device=device)
+    runs = []
+    for _ in range(2):
+        y = kk.idr_ddc(x, weight, negative_slope=0.1, backend=backend)
+        runs.append(torch.autograd.grad(y, (x, weight), grad_out))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+def test_opcheck(device, backend):
+    x = torch.randn(2, 2, 5, 7, dtype=torch.float64, device=device, requires_grad=True)
+    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    for slope in (None, 0.1):
+        torch.library.opcheck(torch.ops.kdsr.idr_ddc, (x, weight, slope, backend))
+
+
+class _DynamicConvBlock(torch.nn.Module):
+    """A KDSR-like use: a linear layer predicts the kernels from a per-sample vector."""
+
+    def __init__(self, channels: int, backend: str):
+        super().__init__()
+        self.kernel = torch.nn.Linear(4, channels * 9, bias=False)
+        self.backend = backend
+
+    def forward(self, x, d):
+        weight = self.kernel(d).view(x.shape[0], x.shape[1], 3, 3)
+        return kk.idr_ddc(x, weight, negative_slope=0.1, backend=self.backend) + x
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+def test_torch_compile_fullgraph_matches_eager(device, backend):
+    module = _DynamicConvBlock(3, backend).to(device)
+    x = torch.randn(2, 3, 8, 9, device=device, requires_grad=True)
+    d = torch.randn(2, 4, device=device)
+    y_eager = module(x, d)
+    y_eager.square().sum().backward()
+    grads_eager = [x.grad.clone(), module.kernel.weight.grad.clone()]
+    x.grad = None
+    module.kernel.weight.grad = None
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    y = compiled(x, d)
+    y.square().sum().backward()
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(x.grad, grads_eager[0])
+    torch.testing.assert_close(module.kernel.weight.grad, grads_eager[1])
+
+
+def test_torch_compile_inductor_auto_backend():
+    """Inductor sees the custom op as one opaque node: no graph break, same values as eager."""
+    torch._dynamo.reset()
+    module = _DynamicConvBlock(3, "auto")
+    x = torch.randn(2, 3, 8, 9, requires_grad=True)
+    d = torch.randn(2, 4)
+    y_eager = module(x, d)
+    (gx_eager,) = torch.autograd.grad(y_eager.sum(), (x,))
+    y = torch.compile(module, fullgraph=True)(x, d)
+    (gx,) = torch.autograd.grad(y.sum(), (x,))
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(gx, gx_eager)
+
+
+@given(
+    B=st.integers(1, 2),
+    C=st.integers(1, 3),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    k=st.sampled_from([1, 3, 5, 7]),
+    slope=st.sampled_from([None, 0.0, 0.1, 0.2]),
+    case=st.sampled_from(CASES),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_property_random_shapes(B, C, H, W, k, slope, case):
+    device, backend = case
+    x, weight = make_inputs((B, C, H, W, k), torch.float32, device)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    y = kk.idr_ddc(x, weight, negative_slope=slope, backend=backend)
+    grad_out = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
+    y_ref, gx_ref, gw_ref = oracle(x, weight, slope, grad_out)
+    assert_close_to_oracle(y, y_ref, k * k, "forward")
+    assert_close_to_oracle(gx, gx_ref, k * k, "grad_x")
+    assert_close_to_oracle(gw, gw_ref, H * W, "grad_w")
+
+
+@pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 5), (2, 0, 4, 4)])
+def test_empty_inputs_give_empty_outputs_and_zero_grads(device, backend, shape):
+    x = torch.randn(shape, device=device, requires_grad=True)
+    weight = torch.randn(shape[0], shape[1], 3, 3, device=device, requires_grad=True)
+    y = kk.idr_ddc(x, weight, negative_slope=0.1, backend=backend)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape and weight.grad.shape == weight.shape
+    assert not weight.grad.any()
+
+
+# ---- input validation: clear Python errors, never a crash or a silent wrong answer ----
+
+_x = torch.randn(2, 3, 8, 8)
+_w = torch.randn(2, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "x,weight,kwargs,error,match",
+    [
+        (_x[0], _w, {}, ValueError, "x must be 4-D"),
+        (_x, _w.view(2, 27), {}, ValueError, "weight must be 4-D"),
+        (_x, torch.randn(1, 3, 3, 3), {}, ValueError, "do not match x"),
+        (_x, torch.randn(2, 4, 3, 3), {}, ValueError, "do not match x"),
+        (_x, torch.randn(2, 3, 3, 5), {}, ValueError, "square"),
+        (_x, torch.randn(2, 3, 4, 4), {}, ValueError, "odd"),
+        (_x, torch.randn(2, 3, 9, 9), {}, ValueError, "between 1 and 7"),
+        (_x.long(), _w.long(), {}, TypeError, "not supported"),
+        (_x, _w.double(), {}, TypeError, "differs from x dtype"),
+        (_x, _w, {"negative_slope": -0.1}, ValueError, "negative_slope"),
+        (_x, _w, {"negative_slope": float("nan")}, ValueError, "negative_slope"),
+        (_x, _w, {"backend": "fastest"}, ValueError, "unknown backend"),
+        ("x", _w, {}, TypeError, "expects tensors"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(x, weight, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        kk.idr_ddc(x, weight, **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="move both to one device"):
+        kk.idr_ddc(_x, _w.cuda())
+
+
+def test_named_backend_that_cannot_run_raises():
+    unusable = [name for name in ops.BACKEND_MODULES if name not in kk.available_backends("cpu")]
+    if not unusable:
+        pytest.skip("every backend runs on CPU tensors on this machine")
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        kk.idr_ddc(_x, _w, backend=unusable[0])
+
+
+def test_reference_is_always_available():
+    assert "reference" in kk.available_backends("cpu")
+    assert ops.resolve_backend("auto", "cpu") in kk.available_backends("cpu")

@@ -1,8 +1,8 @@
 """kdsr: KDSR blind super-resolution (ICLR 2023) on fused IDR-DDC kernels.
 
-    import kdsr
-    model = kdsr.KDSRStudent()            # KDSR_S-M, x4, fused kernels
-    model = kdsr.load("tiny-iso-x4")      # shipped weights, or a checkpoint path
+import kdsr
+model = kdsr.KDSRStudent()            # KDSR_S-M, x4, fused kernels
+model = kdsr.load("tiny-iso-x4")      # shipped weights, or a checkpoint path
 """
 
 from __future__ import annotations

@@ -36,22 +36,30 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | 
         raise ValueError(f"idr_ddc: kernel must be square, got {kh}x{kw}")
     if kh % 2 == 0 or not 1 <= kh <= MAX_KERNEL_SIZE:
         raise ValueError(
-            f"idr_ddc: kernel size must be odd and between 1 and {MAX_KERNEL_SIZE} ('same' padding), got k={kh}"
+            f"idr_ddc: kernel size must be odd and between 1 and {MAX_KERNEL_SIZE} ('same' padding), "
+            f"got k={kh}"
         )
     if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"idr_ddc: x dtype {x.dtype} is not supported; use float32, float16, bfloat16 or float64")
+        raise TypeError(
+            f"idr_ddc: x dtype {x.dtype} is not supported; use float32, float16, bfloat16 or float64"
+        )
     if weight.dtype != x.dtype:
         raise TypeError(
             f"idr_ddc: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one to match "
             "(e.g. weight.to(x.dtype))"
         )
     if weight.device != x.device:
-        raise ValueError(f"idr_ddc: x is on {x.device} but weight is on {weight.device}; move both to one device")
+        raise ValueError(
+            f"idr_ddc: x is on {x.device} but weight is on {weight.device}; move both to one device"
+        )
     if negative_slope is not None:
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
-            raise TypeError(f"idr_ddc: negative_slope must be a float or None, got {type(negative_slope).__name__}")
+            raise TypeError(
+                f"idr_ddc: negative_slope must be a float or None, got {type(negative_slope).__name__}"
+            )
         if not math.isfinite(negative_slope) or negative_slope < 0:
             raise ValueError(
-                f"idr_ddc: negative_slope must be finite and >= 0 (a sign-preserving LeakyReLU), got {negative_slope}"
+                "idr_ddc: negative_slope must be finite and >= 0 (a sign-preserving LeakyReLU), "
+                f"got {negative_slope}"
             )
     return kh

@@ -4,7 +4,8 @@ Every backend module exposes the same four names:
   DEVICE_TYPES                      device types it can run on ("cpu", "cuda")
   unavailable_reason(device_type)   None when usable, else a sentence saying why not and what to do
   forward(x, weight, negative_slope) -> out              (contiguous NCHW, x's dtype)
-  backward(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w) -> (grad_x | None, grad_w | None)
+  backward(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w)
+                                    -> (grad_x | None, grad_w | None)
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
 
 @torch.compiler.assume_constant_result
 def resolve_backend(backend: str, device_type: str) -> str:
-    """Turn "auto" into the fastest usable backend for `device_type`; check that a named backend can run there.
+    """Turn "auto" into the fastest usable backend for `device_type`; check a named backend can run there.
 
     Evaluated once at trace time under torch.compile (the answer is a constant of the process).
     """
@@ -87,7 +88,9 @@ def resolve_backend(backend: str, device_type: str) -> str:
 
 
 @torch.library.custom_op("kdsr::idr_ddc", mutates_args=(), device_types=("cpu", "cuda"))
-def _idr_ddc_op(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None, backend: str) -> torch.Tensor:
+def _idr_ddc_op(
+    x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None, backend: str
+) -> torch.Tensor:
     check_inputs(x, weight, negative_slope)
     if x.numel() == 0:
         return x.new_empty(x.shape)

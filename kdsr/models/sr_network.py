@@ -1,0 +1,132 @@
+"""The KDSR SR network (spec kdsr.md §3-4): IDR-DDC, IDR-DCRB and the upsampling network driven by D."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kdsr_kernels
+
+from .encoder import NEGATIVE_SLOPE, conv3x3
+
+# DIV2K RGB mean used by EDSR/DASR/KDSR (rgb_range 1).
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+SUPPORTED_SCALES = (2, 3, 4)
+KERNEL_SIZE = 3
+
+# IDR-DDC execution modes: a kdsr_kernels backend name ("auto" = fastest usable) or PYTORCH, the plain grouped
+# convolution + LeakyReLU the reference code uses, run by PyTorch's own autograd.
+PYTORCH = "pytorch"
+
+
+class MeanShift(nn.Conv2d):
+    """Frozen 1x1 conv adding sign*RGB_MEAN (identity weights, std 1). Its 12 parameters have
+    requires_grad=False but are counted, as the paper's parameter counts do."""
+
+    def __init__(self, sign: int):
+        super().__init__(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.bias.copy_(sign * torch.tensor(RGB_MEAN))
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+
+
+class IDRDDC(nn.Module):
+    """IDR-based depthwise dynamic convolution followed by the LeakyReLU(0.1) IDR-DCRB applies to it.
+
+    Kernel generator: Linear(C, C, no bias) -> LeakyReLU(0.1) -> Linear(C, 9C, no bias), giving one 3x3
+    kernel per sample and channel (channel-major, row-major taps). Execution: per-sample depthwise
+    cross-correlation with zero padding, then LeakyReLU -- through `kdsr_kernels.idr_ddc` (any other mode)
+    or a grouped `F.conv2d` + `F.leaky_relu` run by PyTorch autograd (mode "pytorch").
+    """
+
+    def __init__(self, n_feats: int, mode: str = "auto"):
+        super().__init__()
+        self.n_feats = n_feats
+        self.kernel = nn.Sequential(
+            nn.Linear(n_feats, n_feats, bias=False),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Linear(n_feats, n_feats * KERNEL_SIZE * KERNEL_SIZE, bias=False),
+        )
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W), d (B, C) -> LeakyReLU(dynamic_conv(x)) (B, C, H, W), x's dtype."""
+        B, C, H, W = x.shape
+        k = KERNEL_SIZE
+        weight = self.kernel(d).to(x.dtype).view(B, C, k, k)
+        if self.mode == PYTORCH:
+            out = F.conv2d(
+                x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, k, k), padding=k // 2, groups=B * C
+            )
+            return F.leaky_relu(out.view(B, C, H, W), NEGATIVE_SLOPE)
+        return kdsr_kernels.idr_ddc(x, weight, negative_slope=NEGATIVE_SLOPE, backend=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"n_feats={self.n_feats}, kernel_size={KERNEL_SIZE}, mode={self.mode!r}"
+
+
+class IDRDCRB(nn.Module):
+    """IDR-DCRB: out = conv3x3(LeakyReLU(IDR_DDC(x, D))) + x (no activation after the add)."""
+
+    def __init__(self, n_feats: int, mode: str = "auto"):
+        super().__init__()
+        self.ddc = IDRDDC(n_feats, mode)
+        self.conv = conv3x3(n_feats, n_feats)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W), d (B, C) -> (B, C, H, W)."""
+        return self.conv(self.ddc(x, d)) + x
+
+
+def make_upsampler(n_feats: int, scale: int) -> nn.Sequential:
+    """x2: conv(C->4C)+PixelShuffle(2); x4: that twice; x3: conv(C->9C)+PixelShuffle(3). No activations."""
+    if scale not in SUPPORTED_SCALES:
+        raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {scale!r}")
+    layers: list[nn.Module] = []
+    if scale == 3:
+        layers += [conv3x3(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+    else:
+        for _ in range(scale.bit_length() - 1):
+            layers += [conv3x3(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+    return nn.Sequential(*layers)
+
+
+class SRNetwork(nn.Module):
+    """The SR network G(LR, D) of KDSR.
+
+    sub_mean -> head conv(3->C) -> n_blocks IDR-DCRBs (all fed D) -> conv(C->C) + head output (global
+    residual) -> upsampler -> conv(C->3) -> add_mean. Input LR (B, 3, H, W) in [0, 1]; output
+    (B, 3, sH, sW), not clamped.
+    """
+
+    def __init__(self, n_feats: int, n_blocks: int, scale: int, mode: str = "auto"):
+        super().__init__()
+        if n_feats < 1 or n_blocks < 1:
+            raise ValueError(f"SRNetwork: n_feats and n_blocks must be >= 1, got {n_feats}, {n_blocks}")
+        self.n_feats = n_feats
+        self.n_blocks = n_blocks
+        self.scale = scale
+        self.sub_mean = MeanShift(-1)
+        self.head = conv3x3(3, n_feats)
+        self.blocks = nn.ModuleList(IDRDCRB(n_feats, mode) for _ in range(n_blocks))
+        self.body_conv = conv3x3(n_feats, n_feats)
+        self.upsample = make_upsampler(n_feats, scale)
+        self.tail = conv3x3(n_feats, 3)
+        self.add_mean = MeanShift(+1)
+
+    def set_mode(self, mode: str) -> None:
+        """Run every IDR-DDC with `mode`: a kdsr_kernels backend name ("auto", ...) or "pytorch"."""
+        for block in self.blocks:
+            block.ddc.mode = mode
+
+    def forward(self, lr: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """lr (B, 3, H, W), d (B, C) -> sr (B, 3, scale*H, scale*W)."""
+        h = self.head(self.sub_mean(lr))
+        x = h
+        for block in self.blocks:
+            x = block(x, d)
+        x = self.body_conv(x) + h
+        return self.add_mean(self.tail(self.upsample(x)))

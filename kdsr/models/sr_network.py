@@ -117,6 +117,13 @@ class SRNetwork(nn.Module):
         self.tail = conv3x3(n_feats, 3)
         self.add_mean = MeanShift(+1)
 
+    @property
+    def receptive_radius(self) -> int:
+        """An upper bound, in LR pixels, on how far an output pixel sees: one per 3x3 conv (upsampler convs
+        run at higher resolution and see less, but count as one). Tiles with this much context are exact."""
+        n_upsample_convs = sum(isinstance(m, nn.Conv2d) for m in self.upsample)
+        return 1 + 2 * self.n_blocks + 1 + n_upsample_convs + 1
+
     def set_mode(self, mode: str) -> None:
         """Run every IDR-DDC with `mode`: a kdsr_kernels backend name ("auto", ...) or "pytorch"."""
         for block in self.blocks:

@@ -1,0 +1,218 @@
+"""Upscale images of any size with a KDSR student, tile by tile, with one degradation estimate per image.
+
+    sr = kdsr.upscale(model, lr)                      # whole image at once
+    sr = kdsr.upscale(model, lr, tile=256)            # bounded memory: 256x256 LR tiles + 10 px context
+
+Tiling, and what it does differently from the reference code (per-tile chop) and Real-ESRGAN (paste, no
+blending):
+  * D is estimated ONCE per image, exactly as on the whole image: KD-IDE ends in a global average pool, so
+    the encoder's per-pixel features are computed tile by tile (each tile with `encoder.receptive_radius`
+    pixels of context, which makes its features identical to the whole-image ones), summed over the tile
+    cores and averaged; the pooled vector then goes through the MLP. Every SR tile runs under that one D.
+  * SR tiles are windows of tile + 2*tile_pad LR pixels on an evenly spaced grid whose neighbours overlap by
+    at least 2*tile_pad; each window's output is weighted by a raised-cosine ramp across its overlaps
+    (weights of neighbours sum to one) and the weighted outputs are averaged, so no seam shows.
+  * Only one batch of tiles is on the model's device at a time; the image and the output stay where the
+    image is (e.g. CPU), so device memory is bounded by the tile size.
+  * When one window covers the image (H, W <= tile + 2*tile_pad) the result is identical to the untiled one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from collections.abc import Callable
+
+import torch
+
+from .models.checks import MIN_LR_SIZE, check_image
+from .models.kdsr_model import KDSRStudent
+
+Progress = Callable[[int, int], None]
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows of size `window` covering [0, length), evenly spaced, neighbours
+    overlapping by at least `overlap` (window > overlap). One window when it covers everything."""
+    if window >= length:
+        return [0]
+    stride = window - overlap
+    n = math.ceil((length - window) / stride) + 1
+    return [round(i * (length - window) / (n - 1)) for i in range(n)]
+
+
+def _ramp(n: int, up: int, down: int) -> torch.Tensor:
+    """(n,) float32 weights: sin^2 rising over the first `up` entries, falling over the last `down`."""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    w = torch.ones(n, dtype=torch.float64)
+    if up > 0:
+        w *= torch.sin(0.5 * math.pi * (i / up).clamp(max=1.0)) ** 2
+    if down > 0:
+        w *= torch.sin(0.5 * math.pi * ((n - i) / down).clamp(max=1.0)) ** 2
+    return w.float()
+
+
+def _axis_weights(starts: list[int], window: int, scale: int) -> list[torch.Tensor]:
+    """Per-window output-space (scale*window,) blending weights along one axis."""
+    weights = []
+    for k, start in enumerate(starts):
+        up = starts[k - 1] + window - start if k > 0 else 0
+        down = start + window - starts[k + 1] if k + 1 < len(starts) else 0
+        weights.append(_ramp(scale * window, scale * up, scale * down))
+    return weights
+
+
+def _check_args(model: KDSRStudent, tile: int | None, tile_pad: int, tile_batch: int) -> None:
+    if not isinstance(model, KDSRStudent):
+        raise TypeError(
+            f"upscale needs a KDSRStudent (it estimates the degradation from the LR image alone), got "
+            f"{type(model).__name__}; a teacher needs the HR image -- build a student with "
+            "KDSRStudent.from_teacher or load a student checkpoint"
+        )
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_LR_SIZE):
+        raise ValueError(f"tile must be None (no tiling) or an int >= {MIN_LR_SIZE}, got {tile!r}")
+    if isinstance(tile_pad, bool) or not isinstance(tile_pad, int) or tile_pad < 0:
+        raise ValueError(f"tile_pad must be an int >= 0, got {tile_pad!r}")
+    if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
+        raise ValueError(f"tile_batch must be an int >= 1, got {tile_batch!r}")
+
+
+def estimate_degradation(
+    model: KDSRStudent, image: torch.Tensor, tile: int | None = None, progress: Progress | None = None
+) -> torch.Tensor:
+    """D (B, C) of a whole image (B, 3, H, W), computed in tiles of `tile` LR pixels when given.
+
+    The tiled result equals `model.encode(image)[0]` up to float summation order: each tile gets
+    `model.encoder.receptive_radius` pixels of context and only its core's features enter the average.
+    Returned on the model's device and dtype.
+    """
+    param = model.sr_net.head.weight
+    encoder = model.encoder
+    B, _, H, W = image.shape
+    if tile is None or (H <= tile and W <= tile):
+        return encoder(image.to(param.device, param.dtype))[0]
+    radius = encoder.receptive_radius
+    rows, cols = range(0, H, tile), range(0, W, tile)
+    total = torch.zeros(B, 4 * encoder.n_feats, dtype=torch.float64, device=param.device)
+    done, steps = 0, len(rows) * len(cols)
+    for top in rows:
+        for left in cols:
+            bottom, right = min(top + tile, H), min(left + tile, W)
+            y0, x0 = max(top - radius, 0), max(left - radius, 0)
+            y1, x1 = min(bottom + radius, H), min(right + radius, W)
+            patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype)
+            feats = encoder.features(patch)[:, :, top - y0 : bottom - y0, left - x0 : right - x0]
+            total += feats.double().sum(dim=(2, 3))
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+    return encoder.head((total / (H * W)).to(param.dtype))[0]
+
+
+def upscale(
+    model: KDSRStudent,
+    image: torch.Tensor,
+    tile: int | None = None,
+    tile_pad: int = 10,
+    *,
+    tile_batch: int = 1,
+    degradation: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Super-resolve `image` with a KDSR student, optionally in blended tiles.
+
+    Args:
+        model: a KDSRStudent, on any device / dtype (e.g. CUDA float16); it is not switched to eval mode
+            (KDSR has no layers that differ between modes).
+        image: (B, 3, H, W) or (3, H, W) float in [0, 1], H, W >= 4, on any device (CPU keeps the output in
+            host memory). Cast to the model's dtype tile by tile.
+        tile: LR tile size in pixels; None processes the whole image at once.
+        tile_pad: LR context pixels around each tile; neighbouring tiles overlap by 2*tile_pad and are
+            blended across the overlap.
+        tile_batch: windows run per model call (each holding the B images).
+        degradation: an explicit D (B, C) or (1, C) to use instead of estimating it from the image.
+        progress: optional callback(done, total) called after each tile (encoder tiles, then SR tiles).
+
+    Returns:
+        (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device, in the image's dtype (a (3, H, W)
+        input gives B = 1). Runs under torch.no_grad().
+    """
+    _check_args(model, tile, tile_pad, tile_batch)
+    if isinstance(image, torch.Tensor) and image.dim() == 3:
+        image = image.unsqueeze(0)
+    check_image(image, "image")
+    param = model.sr_net.head.weight
+    s = model.scale
+    B, _, H, W = image.shape
+    win_h = H if tile is None else min(tile + 2 * tile_pad, H)
+    win_w = W if tile is None else min(tile + 2 * tile_pad, W)
+    rows = window_starts(H, win_h, 2 * tile_pad)
+    cols = window_starts(W, win_w, 2 * tile_pad)
+    n_enc = 1 if tile is None else math.ceil(H / tile) * math.ceil(W / tile)
+    n_sr = math.ceil(len(rows) * len(cols) / tile_batch)
+    total_steps = (0 if degradation is not None else n_enc) + n_sr
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(done, total_steps)
+
+    with torch.no_grad():
+        if degradation is None:
+            d = estimate_degradation(model, image, tile, lambda k, _n: report(k))
+        else:
+            d = _check_degradation(degradation, B, model.n_feats).to(param.device, param.dtype)
+        done = total_steps - n_sr
+        if len(rows) == 1 and len(cols) == 1:  # one window covers the image: plain forward
+            out = model.sr_net(image.to(param.device, param.dtype), d)
+            report(total_steps)
+            return out.clamp_(0, 1).to(image.device, image.dtype)
+
+        out = torch.zeros(B, 3, s * H, s * W, dtype=torch.float32, device=image.device)
+        norm = torch.zeros(1, 1, s * H, s * W, dtype=torch.float32, device=image.device)
+        row_w = _axis_weights(rows, win_h, s)
+        col_w = _axis_weights(cols, win_w, s)
+        windows = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+        for first in range(0, len(windows), tile_batch):
+            group = windows[first : first + tile_batch]
+            tiles = torch.cat(
+                [image[:, :, rows[i] : rows[i] + win_h, cols[j] : cols[j] + win_w] for i, j in group]
+            )
+            sr = model.sr_net(tiles.to(param.device, param.dtype), d.repeat(len(group), 1))
+            sr = sr.float().to(image.device)
+            for k, (i, j) in enumerate(group):
+                weight = (row_w[i].view(-1, 1) * col_w[j].view(1, -1)).to(image.device)
+                y, x = s * rows[i], s * cols[j]
+                out[:, :, y : y + s * win_h, x : x + s * win_w] += sr[k * B : (k + 1) * B] * weight
+                norm[:, :, y : y + s * win_h, x : x + s * win_w] += weight
+            done += 1
+            report(done)
+        return (out / norm).clamp_(0, 1).to(image.dtype)
+
+
+def _check_degradation(d: torch.Tensor, batch: int, n_feats: int) -> torch.Tensor:
+    if (
+        not isinstance(d, torch.Tensor)
+        or d.dim() != 2
+        or d.shape[1] != n_feats
+        or d.shape[0] not in (1, batch)
+    ):
+        shape = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+        raise ValueError(
+            f"degradation must be a (B, C) = ({batch}, {n_feats}) or (1, {n_feats}) tensor, got {shape}"
+        )
+    if not d.is_floating_point() or not bool(torch.isfinite(d).all()):
+        raise ValueError("degradation must be a finite floating tensor (e.g. from model.encode(lr)[0])")
+    return d.expand(batch, -1)
+
+
+class _CallableModule(types.ModuleType):
+    """`kdsr.upscale` is this module (Python binds a package's submodule to its name on import), so the module
+    itself forwards calls to the `upscale` function: `kdsr.upscale(model, image, tile=...)` works however the
+    module was first imported, and `from kdsr.upscale import upscale` too."""
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return upscale(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

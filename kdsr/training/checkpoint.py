@@ -1,0 +1,115 @@
+"""Atomic training checkpoints holding everything needed to continue a run exactly.
+
+A checkpoint is one torch file:
+    {"format": "kdsr-train", "version": 1, "iteration": int (iterations done),
+     "model": the kdsr-model dict (loadable with kdsr.load), "optimizer": ..., "scheduler": ...,
+     "ema": state dict or None, "rng": {torch, numpy, python, cuda?, generators...},
+     "config": the run's config dict, "best_psnr": float or None}
+`save_atomic` writes a temp file in the target folder, fsyncs it and renames it over the target, so a
+crash (even kill -9) mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = "kdsr-train"
+CHECKPOINT_VERSION = 1
+TEMP_PREFIX = ".tmp-"
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """torch.save `obj` to `path` atomically (temp file + fsync + os.replace); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temp files left by a crashed save in `folder`; returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(TEMP_PREFIX + "*"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG state of this process: torch CPU, CUDA (all devices), numpy, python, named generators."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        # numpy's state as tensors and numbers, so the checkpoint loads with torch.load(weights_only=True)
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "python": random.getstate(),
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    """Inverse of `capture_rng_state`; generators are matched by name."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in (generators or {}).items():
+        if name in state["generators"]:
+            g.set_state(state["generators"][name])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint written by the trainer; raises ValueError for other files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise ValueError(
+            f"cannot read checkpoint {str(path)!r} ({exc}); is it a complete kdsr file?"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a kdsr training checkpoint (format {CHECKPOINT_FORMAT!r}); "
+            "--resume needs a last.pt/best.pt written by `kdsr train`"
+        )
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{str(path)!r} has checkpoint version {ckpt['version']}; upgrade kdsr to read it")
+    return ckpt

@@ -1,0 +1,486 @@
+"""Two-stage KDSR training loop (spec §5a): teacher with L1, then student with L1 + KD.
+
+Reproducibility: the data of iteration i (crop indices, crops, augmentation, degradation) is drawn from
+RNGs seeded by (config seed, i, rank), so a resumed run sees exactly the batches an uninterrupted run
+would; model, optimizer, scheduler, EMA and every RNG state are restored from the checkpoint on top.
+
+Output folder `<logging.out_dir>/<name>/`: config.yaml, last.pt, best.pt (by validation PSNR),
+train_log.csv, val_log.csv, tb/ (TensorBoard), curves.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdsr.training import checkpoint as ckpt_io
+from kdsr.training.config import ConfigError, dump_config, validate_config
+from kdsr.training.distributed import DistContext, all_reduce_mean, barrier, local_batch_size
+from kdsr.training.losses import kd_loss
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last finite state was saved before raising."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: Path
+    iteration: int
+    losses: list[float] = field(default_factory=list)  # total loss of every iteration run in this call
+    best_psnr: float | None = None
+    last_val_psnr: float | None = None
+    wall_s: float = 0.0
+
+
+class LRSchedule:
+    """Learning-rate factor per iteration (picklable, for LambdaLR; base lr = train.lr).
+
+    Encoder-only phase (iteration < encoder_iters): lr_encoder * gamma_encoder ** (i // encoder_decay).
+    Afterwards: lr * gamma ** ((i - encoder_iters) // lr_decay_iters). This is the reference's epoch
+    step schedule counted in iterations (one reference epoch is about 971 iterations).
+    """
+
+    def __init__(self, train_cfg: dict[str, Any]):
+        self.base_lr = float(train_cfg["lr"])
+        self.encoder_iters = int(train_cfg["encoder_iters"])
+        self.encoder_ratio = float(train_cfg["lr_encoder"]) / self.base_lr
+        self.encoder_decay = int(train_cfg["encoder_lr_decay_iters"])
+        self.gamma_encoder = float(train_cfg["gamma_encoder"])
+        self.decay = int(train_cfg["lr_decay_iters"])
+        self.gamma = float(train_cfg["gamma"])
+
+    def __call__(self, iteration: int) -> float:
+        if iteration < self.encoder_iters:
+            return self.encoder_ratio * self.gamma_encoder ** (iteration // self.encoder_decay)
+        return self.gamma ** ((iteration - self.encoder_iters) // self.decay)
+
+
+class StudentForward(nn.Module):
+    """One module around the student so DDP sees the whole forward: lr (B,3,h,w) -> (sr or None, D')."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, lr: torch.Tensor, encoder_only: bool = False):
+        d, d_prime = self.student.encode(lr)
+        if encoder_only:
+            return None, d_prime
+        return self.student.sr_net(lr, d), d_prime
+
+
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    """A 63-bit seed that depends on (seed, iteration, rank) only."""
+    words = np.random.SeedSequence([seed, iteration, rank]).generate_state(2, dtype=np.uint64)
+    return int(words[0]) >> 1
+
+
+def seed_everything_for(seed_value: int) -> None:
+    """Seed the global torch / numpy / python RNGs (the dataset's crops and flips use them)."""
+    import random
+
+    torch.manual_seed(seed_value)
+    np.random.seed(seed_value % (2**32))
+    random.seed(seed_value)
+
+
+def model_overrides(model_cfg: dict[str, Any]) -> dict[str, int]:
+    """The non-null n_feats / n_blocks / n_encoder_res overrides of a model config."""
+    return {k: model_cfg[k] for k in ("n_feats", "n_blocks", "n_encoder_res") if model_cfg[k] is not None}
+
+
+def architecture_of(model: nn.Module) -> dict[str, Any]:
+    """Shape-defining hyper-parameters of a KDSR model, read from its config dict."""
+    config = dict(getattr(model, "config", {}) or {})
+    keys = ("scale", "n_feats", "n_blocks", "n_encoder_res")
+    return {k: config.get(k) for k in keys}
+
+
+def model_payload(model: nn.Module) -> dict[str, Any]:
+    """The kdsr-model dict of `model` (what model.save writes), in memory, with CPU tensors."""
+    return model.checkpoint()
+
+
+def resolve_teacher(name_or_path: str) -> str:
+    """Check that a teacher checkpoint path (or shipped name) can be found; return it unchanged."""
+    if Path(name_or_path).is_file():
+        return name_or_path
+    weights = Path(__file__).resolve().parents[1] / "weights" / f"{name_or_path}.pt"
+    if weights.is_file():
+        return name_or_path
+    raise ConfigError(
+        f"teacher checkpoint {name_or_path!r} not found; pass --teacher runs/<teacher run>/last.pt"
+    )
+
+
+def build_models(config: dict[str, Any], device: torch.device) -> tuple[nn.Module, nn.Module | None]:
+    """Create (trainable model, frozen teacher or None) for the config's stage, on `device`.
+
+    Stage teacher: a fresh KDSRTeacher. Stage student: the teacher is loaded from `config["teacher"]`,
+    checked against the configured variant, frozen; the student copies the teacher's SR network and gets
+    a fresh encoder (seeded by config seed), as the reference's strict=False load does.
+    """
+    import kdsr
+
+    fused = bool(config["fused_kernels"])
+    mcfg = config["model"]
+    overrides = model_overrides(mcfg)
+    torch.manual_seed(config["seed"])
+    if config["stage"] == "teacher":
+        model = kdsr.KDSRTeacher(
+            variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides
+        )
+        return model.to(device), None
+    teacher = kdsr.load(resolve_teacher(config["teacher"]), map_location="cpu", fused_kernels=fused)
+    if type(teacher).__name__ != "KDSRTeacher":
+        raise ConfigError(
+            f"--teacher {config['teacher']!r} holds a {type(teacher).__name__}, not a KDSRTeacher; "
+            "pass the stage-1 (teacher) checkpoint"
+        )
+    from kdsr.models import VARIANTS
+
+    expected = {"scale": mcfg["scale"], **VARIANTS[mcfg["variant"]], **overrides}
+    found = architecture_of(teacher)
+    if found != expected:
+        raise ConfigError(
+            f"teacher {config['teacher']!r} is another variant: it has {found}, the config asks for "
+            f"{expected} (model.variant={mcfg['variant']!r}); train the teacher with the same model settings"
+        )
+    teacher.requires_grad_(False).eval()
+    torch.manual_seed(config["seed"])
+    student = kdsr.KDSRStudent.from_teacher(teacher)
+    student.set_fused_kernels(fused)
+    return student.to(device), teacher.to(device)
+
+
+class Trainer:
+    """Runs one training stage from a validated config (see kdsr.training.config.DEFAULTS).
+
+    `resume` is a checkpoint dict from `checkpoint.load_checkpoint`; `progress` shows tqdm on rank 0.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        ctx: DistContext | None = None,
+        resume: dict[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        import kdsr
+
+        validate_config(config)
+        self.config = config
+        self.ctx = ctx or DistContext()
+        self.device = self.ctx.device
+        self.progress = progress
+        self.stage = config["stage"]
+        self.train_cfg = config["train"]
+        self.log_cfg = config["logging"]
+        self.run_dir = Path(self.log_cfg["out_dir"]) / config["name"]
+        self.local_batch = local_batch_size(config["data"]["batch_size"], self.ctx)
+
+        self.model, self.teacher = build_models(config, self.device)
+        for net in (self.model, self.teacher):
+            if net is not None:
+                net.validate_inputs = False  # the trainer builds its inputs; skip the per-call NaN sync
+        if self.stage == "student":
+            self.forward_module: nn.Module = StudentForward(self.model)
+        else:
+            self.forward_module = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_module = DistributedDataParallel(
+                self.forward_module,
+                device_ids=device_ids,
+                find_unused_parameters=self.train_cfg["encoder_iters"] > 0,
+            )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            params,
+            lr=self.train_cfg["lr"],
+            betas=tuple(self.train_cfg["betas"]),
+            eps=self.train_cfg["eps"],
+            weight_decay=self.train_cfg["weight_decay"],
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRSchedule(self.train_cfg))
+        self.ema = None
+        if self.train_cfg["ema_decay"] > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg["ema_decay"]), use_buffers=True
+            )
+        dcfg = config["data"]
+        self.dataset = kdsr.data.HRImageDataset(
+            dcfg["train_dir"],
+            config["model"]["scale"],
+            dcfg["lr_patch"],
+            augment=dcfg["augment"],
+            cache=dcfg["cache"],
+        )
+        if len(self.dataset) == 0:
+            raise ConfigError(f"data.train_dir {dcfg['train_dir']!r} holds no images")
+        deg = config["degradation"]
+        self.degradation = kdsr.degradations.ClassicDegradation(
+            scale=config["model"]["scale"],
+            kind=deg["kind"],
+            sigma=(deg["sig_min"], deg["sig_max"]),
+            lambdas=(deg["lambda_min"], deg["lambda_max"]),
+            noise=(0.0, deg["noise"]),
+            per_sample=deg["per_sample"],
+        )
+        self.val_pairs = self._load_val_pairs() if self.ctx.is_main else []
+        self.iteration = 0
+        self.best_psnr: float | None = None
+        if resume is not None:
+            self._restore(resume)
+
+    # ----------------------------------------------------------------------------------------- data
+    def _load_val_pairs(self) -> list:
+        import kdsr
+
+        dcfg = self.config["data"]
+        if dcfg["val_dir"] is None:
+            return []
+        pairs = kdsr.data.benchmark_pairs(
+            dcfg["val_dir"],
+            self.config["model"]["scale"],
+            kernels=dcfg["val_kernels"],
+            noise=dcfg["val_noise"],
+        )
+        if dcfg["val_max_images"] is not None:
+            keep = sorted({p[0] for p in pairs})[: dcfg["val_max_images"]]
+            pairs = [p for p in pairs if p[0] in keep]
+        return pairs
+
+    def batch_for(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device."""
+        seed_value = iteration_seed(self.config["seed"], iteration, self.ctx.rank)
+        seed_everything_for(seed_value)
+        g = torch.Generator().manual_seed(seed_value)
+        indices = torch.randint(len(self.dataset), (self.local_batch,), generator=g).tolist()
+        hr = torch.stack([self.dataset[i] for i in indices]).to(self.device, torch.float32)
+        lr, _ = self.degradation(hr, generator=g)  # a CPU generator: the same draws on any device
+        return lr, hr
+
+    # ----------------------------------------------------------------------------------------- step
+    def encoder_only(self, iteration: int) -> bool:
+        """True in the student's encoder-only warm-up (KD loss alone)."""
+        return self.stage == "student" and iteration < self.train_cfg["encoder_iters"]
+
+    def compute_loss(
+        self, lr: torch.Tensor, hr: torch.Tensor, iteration: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss (0-dim) and its parts {"l1", "kd"} for one local batch; runs the forward pass."""
+        if self.stage == "teacher":
+            sr = self.forward_module(lr, hr)
+            l1 = F.l1_loss(sr, hr)
+            return l1, {"l1": l1.detach(), "kd": torch.zeros((), device=lr.device)}
+        encoder_only = self.encoder_only(iteration)
+        with torch.no_grad():
+            _, teacher_dprime = self.teacher.encode(lr, hr)
+        sr, student_dprime = self.forward_module(lr, encoder_only)
+        kd = kd_loss(student_dprime, teacher_dprime, self.train_cfg["kd_loss"], self.train_cfg["temperature"])
+        kd_term = self.train_cfg["kd_weight"] * kd
+        if encoder_only:
+            return kd_term, {"l1": torch.zeros((), device=lr.device), "kd": kd.detach()}
+        l1 = F.l1_loss(sr, hr)
+        return l1 + kd_term, {"l1": l1.detach(), "kd": kd.detach()}
+
+    def train_step(self, iteration: int) -> dict[str, float]:
+        """One optimisation step; returns the rank-averaged {"loss", "l1", "kd", "lr"}.
+
+        Raises TrainingDiverged (after saving last.pt with the pre-step state) on a non-finite loss.
+        """
+        self.model.train()
+        lr_img, hr = self.batch_for(iteration)
+        loss, parts = self.compute_loss(lr_img, hr, iteration)
+        stats = all_reduce_mean(torch.stack([loss.detach(), parts["l1"], parts["kd"]]), self.ctx).tolist()
+        if not all(math.isfinite(v) for v in stats):
+            path = self.save("last.pt") if self.ctx.is_main else self.run_dir / "last.pt"
+            barrier(self.ctx)
+            raise TrainingDiverged(
+                f"loss became {stats[0]} at iteration {iteration + 1}; the last finite state "
+                f"(iteration {iteration}) is kept in {path}. Lower train.lr (now {self.train_cfg['lr']}) "
+                "and resume with --resume, or check the data."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.encoder_only(iteration):
+            for p in self.model.sr_net.parameters():  # Adam skips params without a gradient
+                p.grad = None
+        current_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return {"loss": stats[0], "l1": stats[1], "kd": stats[2], "lr": current_lr}
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """The full training state as a checkpoint dict (see kdsr.training.checkpoint)."""
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        return {
+            "format": ckpt_io.CHECKPOINT_FORMAT,
+            "version": ckpt_io.CHECKPOINT_VERSION,
+            "iteration": self.iteration,
+            "model": model_payload(self.model),
+            "ema_model": model_payload(self.ema.module) if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": ema_state,
+            "rng": ckpt_io.capture_rng_state(),
+            "config": self.config,
+            "best_psnr": self.best_psnr,
+        }
+
+    def save(self, filename: str) -> Path:
+        """Write the state atomically to run_dir/filename (rank 0 only); returns the path."""
+        return ckpt_io.save_atomic(self.state(), self.run_dir / filename)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"]["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise ConfigError(
+                    "train.ema_decay > 0 but the checkpoint has no EMA state; resume with ema_decay=0"
+                )
+            self.ema.load_state_dict(ckpt["ema"])
+        ckpt_io.restore_rng_state(ckpt["rng"])
+        self.iteration = int(ckpt["iteration"])
+        self.best_psnr = ckpt.get("best_psnr")
+
+    # ------------------------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR/SSIM (Y, crop = scale) of the eval model on the validation pairs (rank 0)."""
+        from kdsr.training.evaluate import evaluate_model
+
+        model = self.ema.module if self.ema is not None else self.model
+        result = evaluate_model(model, self.val_pairs, self.config["model"]["scale"], self.device)
+        return {"psnr": result["psnr"], "ssim": result["ssim"]}
+
+    # ------------------------------------------------------------------------------------------ loop
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Train from the current iteration to train.iters (or until `stop_after` iterations are done)."""
+        total = self.train_cfg["iters"]
+        end = total if stop_after is None else min(total, stop_after)
+        result = TrainResult(run_dir=self.run_dir, iteration=self.iteration, best_psnr=self.best_psnr)
+        logger = _RunLogger(self.run_dir, self.log_cfg["tensorboard"]) if self.ctx.is_main else None
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt_io.remove_stale_temp_files(self.run_dir)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.config))
+        bar = tqdm(
+            total=total,
+            initial=self.iteration,
+            desc=f"{self.stage} {self.config['name']}",
+            disable=not (self.progress and self.ctx.is_main),
+            dynamic_ncols=True,
+        )
+        start_time = time.perf_counter()
+        window_start, window_iters = start_time, 0
+        try:
+            while self.iteration < end:
+                it = self.iteration
+                stats = self.train_step(it)
+                self.iteration = it + 1
+                result.losses.append(stats["loss"])
+                window_iters += 1
+                bar.update(1)
+                if self.iteration % 10 == 0 or self.iteration == end:
+                    bar.set_postfix(
+                        loss=f"{stats['loss']:.4f}", kd=f"{stats['kd']:.4f}", lr=f"{stats['lr']:.1e}"
+                    )
+                if logger is not None and (
+                    self.iteration % self.log_cfg["print_every"] == 0 or self.iteration == end
+                ):
+                    now = time.perf_counter()
+                    stats["it_per_s"] = window_iters / max(now - window_start, 1e-9)
+                    window_start, window_iters = now, 0
+                    logger.log_train(self.iteration, stats)
+                at_end = self.iteration == total
+                if self.val_pairs and (self.iteration % self.log_cfg["val_every"] == 0 or at_end):
+                    val = self.validate()
+                    result.last_val_psnr = val["psnr"]
+                    logger.log_val(self.iteration, val)
+                    if self.best_psnr is None or val["psnr"] > self.best_psnr:
+                        self.best_psnr = val["psnr"]
+                        self.save("best.pt")
+                    bar.write(f"iter {self.iteration}: val PSNR {val['psnr']:.3f} dB, SSIM {val['ssim']:.4f}")
+                if self.ctx.is_main and (
+                    self.iteration % self.log_cfg["save_every"] == 0 or self.iteration == end
+                ):
+                    self.save("last.pt")
+                if self.iteration % self.log_cfg["save_every"] == 0:
+                    barrier(self.ctx)
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
+        result.iteration = self.iteration
+        result.best_psnr = self.best_psnr
+        result.wall_s = time.perf_counter() - start_time
+        if self.ctx.is_main and self.iteration == total:
+            from kdsr.training.plots import plot_curves
+
+            plot_curves(self.run_dir)
+        return result
+
+
+class _RunLogger:
+    """CSV + TensorBoard logging of training and validation scalars (rank 0 only)."""
+
+    TRAIN_FIELDS = ("iteration", "loss", "l1", "kd", "lr", "it_per_s")
+    VAL_FIELDS = ("iteration", "psnr", "ssim")
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.train_csv = run_dir / "train_log.csv"
+        self.val_csv = run_dir / "val_log.csv"
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    @staticmethod
+    def _append(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def log_train(self, iteration: int, stats: dict[str, float]) -> None:
+        self._append(self.train_csv, self.TRAIN_FIELDS, {"iteration": iteration, **stats})
+        if self.writer is not None:
+            for key in ("loss", "l1", "kd", "lr", "it_per_s"):
+                self.writer.add_scalar(f"train/{key}", stats[key], iteration)
+
+    def log_val(self, iteration: int, stats: dict[str, float]) -> None:
+        self._append(self.val_csv, self.VAL_FIELDS, {"iteration": iteration, **stats})
+        if self.writer is not None:
+            self.writer.add_scalar("val/psnr", stats["psnr"], iteration)
+            self.writer.add_scalar("val/ssim", stats["ssim"], iteration)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,115 @@
+"""t-SNE of the implicit degradation representation D (the paper's Fig. 6) for one or more models.
+
+HR crops are degraded with each isotropic sigma (Gaussian8 for x4 by default); every model encodes the
+same LR crops (teachers also see the HR) and its D vectors are embedded in 2-D with scikit-learn's TSNE.
+A model that has learned to tell degradations apart shows one cluster per sigma.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+GAUSSIAN8_X4 = (1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2)
+
+
+def sample_hr_crops(hr_dir: str | Path, scale: int, lr_patch: int, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` random HR crops (count, 3, s*p, s*p) float32 in [0,1], without augmentation, seeded."""
+    import kdsr
+
+    dataset = kdsr.data.HRImageDataset(hr_dir, scale, lr_patch, augment=False)
+    if len(dataset) == 0:
+        raise ValueError(f"no images in {str(hr_dir)!r}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            crops = [
+                dataset[i % len(dataset)] for i in torch.randperm(max(count, len(dataset)))[:count].tolist()
+            ]
+        finally:
+            np.random.set_state(state)
+    return torch.stack(crops).float()
+
+
+def degrade_with_sigmas(
+    hr: torch.Tensor, scale: int, sigmas: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Degrade every crop with every iso sigma: (lr (n·k,3,p,p), hr (n·k,3,sp,sp), sigma label (n·k,))."""
+    import kdsr
+
+    lrs, hrs, labels = [], [], []
+    for sigma in sigmas:
+        kernel = kdsr.degradations.isotropic_gaussian_kernel(sigma)
+        lrs.append(kdsr.degradations.degrade(hr, kernel, scale))
+        hrs.append(hr)
+        labels.append(np.full(hr.shape[0], sigma))
+    return torch.cat(lrs), torch.cat(hrs), np.concatenate(labels)
+
+
+@torch.no_grad()
+def encode_all(
+    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, feature: str = "d", batch: int = 64
+) -> np.ndarray:
+    """D (N, C) or D' (N, 4C) of `model` for every LR crop, as float64 numpy."""
+    model.eval()
+    out = []
+    for start in range(0, lr.shape[0], batch):
+        lr_b, hr_b = lr[start : start + batch], hr[start : start + batch]
+        if type(model).__name__ == "KDSRTeacher":
+            d, d_prime = model.encode(lr_b, hr_b)
+        else:
+            d, d_prime = model.encode(lr_b)
+        out.append((d if feature == "d" else d_prime).double().cpu())
+    return torch.cat(out).numpy()
+
+
+def plot_tsne(
+    models: dict[str, nn.Module],
+    hr_dir: str | Path,
+    out: str | Path,
+    scale: int = 4,
+    sigmas: Sequence[float] = GAUSSIAN8_X4,
+    crops: int = 40,
+    lr_patch: int = 32,
+    feature: str = "d",
+    seed: int = 0,
+) -> Path:
+    """Draw one t-SNE panel per model (points coloured by blur sigma) into a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    hr = sample_hr_crops(hr_dir, scale, lr_patch, crops, seed)
+    lr, hr_rep, labels = degrade_with_sigmas(hr, scale, sigmas)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2), squeeze=False)
+    cmap = plt.get_cmap("viridis", len(sigmas))
+    for ax, (label, model) in zip(axes[0], models.items(), strict=True):
+        device = next(model.parameters()).device
+        feats = encode_all(model, lr.to(device), hr_rep.to(device), feature)
+        perplexity = min(30.0, (feats.shape[0] - 1) / 3)
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
+        for k, sigma in enumerate(sigmas):
+            mask = labels == sigma
+            ax.scatter(emb[mask, 0], emb[mask, 1], s=9, color=cmap(k), label=f"σ={sigma:g}")
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    name = "D" if feature == "d" else "D'"
+    fig.suptitle(
+        f"t-SNE of {name}: {crops} crops of {Path(hr_dir).name} x {len(sigmas)} blur sigmas (x{scale})"
+    )
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out

@@ -10,8 +10,10 @@ blending):
     pixels of context, which makes its features identical to the whole-image ones), summed over the tile
     cores and averaged; the pooled vector then goes through the MLP. Every SR tile runs under that one D.
   * SR tiles are windows of tile + 2*tile_pad LR pixels on an evenly spaced grid whose neighbours overlap by
-    at least 2*tile_pad; each window's output is weighted by a raised-cosine ramp across its overlaps
-    (weights of neighbours sum to one) and the weighted outputs are averaged, so no seam shows.
+    at least 2*tile_pad. Within each overlap, the outer quarters (next to a window edge, where that window
+    saw zero padding instead of image) take the other window only, and the middle half cross-fades with
+    sin^2 weights that sum to one; so no seam shows, and with tile_pad >= 2x the SR network's receptive
+    radius the tiled result equals the untiled one up to float rounding.
   * Only one batch of tiles is on the model's device at a time; the image and the output stay where the
     image is (e.g. CPU), so device memory is bounded by the tile size.
   * When one window covers the image (H, W <= tile + 2*tile_pad) the result is identical to the untiled one.
@@ -43,23 +45,39 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
 
 
 def _ramp(n: int, up: int, down: int) -> torch.Tensor:
-    """(n,) float32 weights: sin^2 rising over the first `up` entries, falling over the last `down`."""
+    """(n,) float32 weights of one window along one axis, given its overlaps with the previous (`up`) and
+    next (`down`) window: 0 on the outer quarter of each overlap (pixels near a window edge see zero padding
+    instead of image), a sin^2 cross-fade over the middle half, 1 elsewhere. A neighbour's mirrored ramp over
+    the same overlap adds up to exactly 1."""
     i = torch.arange(n, dtype=torch.float64) + 0.5
     w = torch.ones(n, dtype=torch.float64)
     if up > 0:
-        w *= torch.sin(0.5 * math.pi * (i / up).clamp(max=1.0)) ** 2
+        w *= torch.sin(0.5 * math.pi * ((i - up / 4) / (up / 2)).clamp(0.0, 1.0)) ** 2
     if down > 0:
-        w *= torch.sin(0.5 * math.pi * ((n - i) / down).clamp(max=1.0)) ** 2
+        w *= torch.sin(0.5 * math.pi * ((n - i - down / 4) / (down / 2)).clamp(0.0, 1.0)) ** 2
     return w.float()
 
 
-def _axis_weights(starts: list[int], window: int, scale: int) -> list[torch.Tensor]:
-    """Per-window output-space (scale*window,) blending weights along one axis."""
+def _axis_weights(starts: list[int], window: int, length: int, scale: int) -> list[torch.Tensor]:
+    """Per-window output-space (scale*window,) blending weights along an axis of `length` LR pixels.
+
+    When windows overlap by more than half their size (tile < 2*tile_pad) a window meets several neighbours
+    and some output pixels can fall in zero-weight margins of every window covering them; those pixels get
+    weight 1 in each covering window (a plain average there).
+    """
     weights = []
     for k, start in enumerate(starts):
         up = starts[k - 1] + window - start if k > 0 else 0
         down = start + window - starts[k + 1] if k + 1 < len(starts) else 0
         weights.append(_ramp(scale * window, scale * up, scale * down))
+    total = torch.zeros(scale * length)
+    for start, w in zip(starts, weights, strict=True):
+        total[scale * start : scale * (start + window)] += w
+    uncovered = total <= 0
+    if bool(uncovered.any()):
+        for k, start in enumerate(starts):
+            hole = uncovered[scale * start : scale * (start + window)]
+            weights[k] = torch.where(hole, torch.ones_like(weights[k]), weights[k])
     return weights
 
 
@@ -170,8 +188,8 @@ def upscale(
 
         out = torch.zeros(B, 3, s * H, s * W, dtype=torch.float32, device=image.device)
         norm = torch.zeros(1, 1, s * H, s * W, dtype=torch.float32, device=image.device)
-        row_w = _axis_weights(rows, win_h, s)
-        col_w = _axis_weights(cols, win_w, s)
+        row_w = _axis_weights(rows, win_h, H, s)
+        col_w = _axis_weights(cols, win_w, W, s)
         windows = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         for first in range(0, len(windows), tile_batch):
             group = windows[first : first + tile_batch]

@@ -1,0 +1,127 @@
+"""Find the compiled IDR-DDC extensions, or build them on first use.
+
+`pip install` builds `kdsr_kernels._C` (CPU) and, when torch has CUDA, `kdsr_kernels._C_cuda` (setup.py).
+When a module is absent (an install without a compiler, build isolation without torch, a source checkout)
+it is compiled once with `torch.utils.cpp_extension.load` from the C++ sources shipped in the package (or
+`csrc/` of a checkout) into torch's extension cache, announced by one log line. When that fails too,
+`load_extension` returns the compiler's message, which becomes the backend's `unavailable_reason`.
+
+Environment:
+  KDSR_FORCE_JIT=1   ignore an installed module and build from the sources (for kernel development)
+  KDSR_NO_JIT=1      never compile at run time; a missing module makes the backend unavailable
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger("kdsr_kernels")
+
+# target -> (installed module, JIT module name, source files)
+EXTENSIONS = {
+    "cpu": (
+        "kdsr_kernels._C",
+        "kdsr_kernels_idr_ddc_cpu",
+        ("idr_ddc_cpu.cpp", "idr_ddc_cpu_fwd.cpp", "idr_ddc_cpu_bwd.cpp"),
+    ),
+    "cuda": (
+        "kdsr_kernels._C_cuda",
+        "kdsr_kernels_idr_ddc_cuda",
+        ("idr_ddc_cuda.cpp", "idr_ddc_fwd.cu", "idr_ddc_bwd.cu"),
+    ),
+}
+
+# Compiler flags shared with setup.py. No -march=native: the CPU kernels pick AVX2 / AVX-512 at run time.
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast"]
+LINK_FLAGS = ["-fopenmp"]
+NVCC_FLAGS = ["-O3", "-lineinfo"]
+
+_MESSAGE_TAIL = 3000  # characters of compiler output kept in an unavailable_reason
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[ModuleType | None, str | None]] = {}
+
+
+def source_dir() -> Path | None:
+    """Directory of the C++/CUDA sources: the copy inside the installed package, else the checkout's csrc/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "csrc", here.parent / "csrc"):
+        if (candidate / "idr_ddc.h").is_file():
+            return candidate
+    return None
+
+
+def load_extension(target: str) -> tuple[ModuleType | None, str | None]:
+    """(module, None) when the `target` ("cpu" | "cuda") extension is usable, else (None, why + what to do).
+
+    Tries the installed module, then a one-time JIT build. Cached per process; thread-safe.
+    """
+    with _lock:
+        if target not in _cache:
+            _cache[target] = _find_or_build(target)
+        return _cache[target]
+
+
+def _find_or_build(target: str) -> tuple[ModuleType | None, str | None]:
+    import torch  # noqa: F401 - the extension links against libtorch, which must be loaded first
+
+    installed, jit_name, sources = EXTENSIONS[target]
+    import_error = "KDSR_FORCE_JIT=1"
+    if os.environ.get("KDSR_FORCE_JIT", "0") != "1":
+        try:
+            return importlib.import_module(installed), None
+        except ImportError as exc:
+            import_error = f"{type(exc).__name__}: {exc}"
+    if os.environ.get("KDSR_NO_JIT", "0") == "1":
+        return None, (
+            f"the compiled module {installed} cannot be imported ({import_error}) and KDSR_NO_JIT=1 forbids "
+            "building it now; reinstall with `pip install --no-build-isolation -e .` where a C++ compiler "
+            "is present"
+        )
+    src = source_dir()
+    if src is None:
+        return None, (
+            f"the compiled module {installed} cannot be imported ({import_error}) and the C++ sources to "
+            "build it are not shipped with this install; reinstall kdsr from a source checkout"
+        )
+    log.warning(
+        "kdsr_kernels: %s is not built (%s); compiling the %s extension now with "
+        "torch.utils.cpp_extension.load (once; cached in torch's extension directory, takes a minute or two)",
+        installed,
+        import_error,
+        target,
+    )
+    try:
+        return _jit_build(target, jit_name, [str(src / name) for name in sources], src), None
+    except Exception as exc:  # noqa: BLE001 - any build failure becomes the reason, with the compiler's text
+        message = str(exc).strip()
+        if len(message) > _MESSAGE_TAIL:
+            message = "..." + message[-_MESSAGE_TAIL:]
+        return None, (
+            f"building the {target} extension with torch.utils.cpp_extension.load failed "
+            f"({type(exc).__name__}): {message}\n"
+            "Install a C++ compiler (g++) and ninja"
+            + (" and a CUDA toolkit matching torch.version.cuda (nvcc)" if target == "cuda" else "")
+            + ", then retry; `pip install --no-build-isolation -e .` builds it ahead of time"
+        )
+
+
+def _jit_build(target: str, name: str, sources: list[str], include_dir: Path) -> ModuleType:
+    from torch.utils.cpp_extension import load
+
+    kwargs = {
+        "name": name,
+        "sources": sources,
+        "extra_include_paths": [str(include_dir)],
+        "extra_cflags": CXX_FLAGS,
+        "extra_ldflags": LINK_FLAGS,
+        "verbose": os.environ.get("KDSR_JIT_VERBOSE", "0") == "1",
+    }
+    if target == "cuda":
+        kwargs["extra_cuda_cflags"] = NVCC_FLAGS
+    return load(**kwargs)

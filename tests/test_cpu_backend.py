@@ -1,0 +1,203 @@
+"""The `cpu` backend's own guarantees, beyond the shared oracle tests in test_idr_ddc.py.
+
+Bitwise-identical results for 1 and 2 threads and across repeated backward runs (grad_w is reduced over
+shape-fixed row bands in a fixed order), every instruction-set variant (SSE2 / AVX2 / AVX-512) against the
+float64 oracle, gradcheck in float64, and the first-use build / failure reporting of kdsr_kernels._build.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdsr_kernels import _build, cpu_backend, ops, reference
+
+REASON = ops.unavailable_reason("cpu", "cpu")
+needs_cpu_ext = pytest.mark.skipif(REASON is not None, reason=f"cpu backend unavailable: {REASON}")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_backend_builds_here():
+    """On a machine with a C++ compiler (CI) the extension must be importable or buildable."""
+    assert REASON is None, REASON
+
+
+def _inputs(shape, k, dtype=torch.float32):
+    B, C, H, W = shape
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(B, C, k, k, dtype=dtype) / k
+    grad_out = torch.randn(shape, dtype=dtype)
+    return x, w, grad_out
+
+
+def _run(x, w, grad_out, slope):
+    out = cpu_backend.forward(x, w, slope)
+    grad_x, grad_w = cpu_backend.backward(grad_out, x, w, out, slope, True, True)
+    return out, grad_x, grad_w
+
+
+@needs_cpu_ext
+def test_openmp_threads_follow_torch():
+    ext, _ = _build.load_extension("cpu")
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert ext.openmp_max_threads() == n  # one OpenMP runtime shared with torch
+    finally:
+        torch.set_num_threads(before)
+    assert ext.isa() in {"avx512", "avx2", "sse2", "baseline"}
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize(
+    "shape,k,dtype",
+    [
+        ((4, 8, 64, 64), 3, torch.float32),  # one band per plane (training-like)
+        ((1, 3, 120, 320), 5, torch.float32),  # several row bands per plane (inference-like)
+        ((2, 2, 70, 300), 3, torch.bfloat16),
+    ],
+)
+def test_one_and_two_threads_bitwise_equal(shape, k, dtype):
+    x, w, grad_out = _inputs(shape, k, dtype)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = _run(x, w, grad_out, 0.1)
+        torch.set_num_threads(2)
+        double = _run(x, w, grad_out, 0.1)
+    finally:
+        torch.set_num_threads(before)
+    for a, b, name in zip(single, double, ("out", "grad_x", "grad_w"), strict=True):
+        assert torch.equal(a, b), f"{name} differs between 1 and 2 threads"
+
+
+@needs_cpu_ext
+def test_repeated_backward_bitwise_equal():
+    x, w, grad_out = _inputs((2, 4, 100, 330), 3)
+    out = cpu_backend.forward(x, w, 0.2)
+    first = cpu_backend.backward(grad_out, x, w, out, 0.2, True, True)
+    for _ in range(3):
+        again = cpu_backend.backward(grad_out, x, w, out, 0.2, True, True)
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+@needs_cpu_ext
+def test_gradients_only_where_needed():
+    x, w, grad_out = _inputs((1, 2, 9, 11), 3)
+    out = cpu_backend.forward(x, w, None)
+    gx_only = cpu_backend.backward(grad_out, x, w, out, None, True, False)
+    gw_only = cpu_backend.backward(grad_out, x, w, out, None, False, True)
+    both = cpu_backend.backward(grad_out, x, w, out, None, True, True)
+    assert gx_only[1] is None and gw_only[0] is None
+    assert torch.equal(gx_only[0], both[0]) and torch.equal(gw_only[1], both[1])
+
+
+@needs_cpu_ext
+def test_gradcheck_float64():
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    for slope in (None, 0.1):
+        assert torch.autograd.gradcheck(
+            lambda a, b, s=slope: ops.idr_ddc(a, b, negative_slope=s, backend="cpu"), (x, w)
+        )
+
+
+_ISA_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from kdsr_kernels import _build, cpu_backend, reference
+    ext, reason = _build.load_extension("cpu")
+    assert ext is not None, reason
+    print("ISA", ext.isa())
+    torch.manual_seed(0)
+    for shape, k, slope in [((2, 3, 17, 45), 3, 0.1), ((1, 2, 70, 333), 7, None), ((1, 1, 5, 2), 5, 0.3)]:
+        B, C, H, W = shape
+        x, g = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+        w = torch.randn(B, C, k, k, dtype=torch.float64)
+        y_ref = reference.forward(x, w, slope)
+        gx_ref, gw_ref = reference.backward(g, x, w, y_ref, slope, True, True)
+        for dtype, tol in [(torch.float32, 1e-5), (torch.float64, 1e-12)]:
+            y = cpu_backend.forward(x.to(dtype), w.to(dtype), slope)
+            gx, gw = cpu_backend.backward(g.to(dtype), x.to(dtype), w.to(dtype), y, slope, True, True)
+            for got, want in [(y, y_ref), (gx, gx_ref), (gw, gw_ref)]:
+                err = ((got.double() - want).norm() / want.norm()).item()
+                assert err < tol, (shape, k, dtype, err)
+    print("OK")
+    """
+)
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("isa", ["sse2", "avx2", "avx512"])
+def test_every_instruction_set_matches_oracle(isa):
+    """Each compiled variant (a process runs only the widest) against the float64 oracle, in a subprocess."""
+    env = {**os.environ, "KDSR_CPU_ISA": isa, "OMP_NUM_THREADS": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+    ran = result.stdout.split("ISA ")[1].split()[0]
+    assert ran in {isa, "sse2", "avx2", "baseline"}  # capped to what the CPU has
+
+
+@needs_cpu_ext
+def test_workspace_is_checked():
+    ext, _ = _build.load_extension("cpu")
+    x, w, grad_out = _inputs((1, 1, 8, 8), 3)
+    bad = torch.empty(3, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="workspace"):
+        ext.backward(grad_out, x, w, None, None, torch.empty_like(x), torch.empty_like(w), bad)
+
+
+def test_missing_module_and_failed_build_give_actionable_reason(monkeypatch):
+    """A missing compiled module triggers one build; a failed build becomes the backend's reason."""
+
+    def fail_build(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++: fatal error: no input files (simulated)")
+
+    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
+    monkeypatch.delenv("KDSR_NO_JIT", raising=False)
+    monkeypatch.setattr(_build, "_cache", {})
+    monkeypatch.setattr(_build, "_jit_build", fail_build)
+    module, reason = _build.load_extension("cpu")
+    assert module is None
+    assert "simulated" in reason and "compiler" in reason
+
+    monkeypatch.setenv("KDSR_NO_JIT", "1")
+    monkeypatch.setattr(_build, "_cache", {})
+    module, reason = _build.load_extension("cpu")
+    assert module is None and "KDSR_NO_JIT" in reason and "pip install" in reason
+
+
+def test_named_cpu_backend_raises_the_build_message(monkeypatch):
+    failure = (None, "building the cpu extension failed: boom (simulated)")
+    monkeypatch.setattr(_build, "_cache", {"cpu": failure})
+    monkeypatch.setattr(ops, "_reasons", {})
+    x, w = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3)
+    with pytest.raises(RuntimeError, match="boom"):
+        ops.idr_ddc(x, w, backend="cpu")
+    with pytest.warns(UserWarning, match="boom"):
+        monkeypatch.setattr(ops, "_warned", set())
+        y = ops.idr_ddc(x, w, backend="auto")
+    assert torch.allclose(y, reference.forward(x, w, None), atol=1e-6)
+
+
+@pytest.mark.skipif(os.environ.get("KDSR_TEST_JIT") != "1", reason="KDSR_TEST_JIT=1 runs it (1-2 min build)")
+def test_jit_build_from_sources(monkeypatch):
+    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
+    monkeypatch.setattr(_build, "_cache", {})
+    module, reason = _build.load_extension("cpu")
+    assert module is not None, reason
+    assert module.__name__ == _build.EXTENSIONS["cpu"][1]
+    x, w, _ = _inputs((1, 2, 9, 9), 3)
+    y = torch.empty_like(x)
+    module.forward(x, w, y, 0.1)
+    assert torch.allclose(y, reference.forward(x, w, 0.1), atol=1e-5)

@@ -1,0 +1,167 @@
+// CUDA fused backward of IDR-DDC: grad_x and grad_w in one pass, one CTA per (plane, tile); see
+// idr_ddc_cuda.cuh.
+//
+// The CTA stages g = LeakyReLU'(out) * grad_out (or grad_out) and x, both with halo, in shared memory. grad_x is
+// the forward's column convolution over g with the flipped kernel. grad_w: every thread sums g * shifted x over
+// its RPT outputs in K*K registers (sliding window down its column), then a butterfly warp reduction and a
+// fixed-order sum over the 8 warps give one value per tap and tile -- stored straight into grad_w when the plane
+// is one tile, else into a float64 workspace that a second kernel sums over tiles in tile order. No atomics, so
+// grad_w is bitwise reproducible.
+#include "idr_ddc_cuda.cuh"
+
+namespace kdsr_cuda {
+
+template <typename T, int K>
+__global__ void __launch_bounds__(kThreads)
+    idr_ddc_bwd_kernel(const T* __restrict__ grad_out, const T* __restrict__ out, const T* __restrict__ x,
+                       const T* __restrict__ weight, T* __restrict__ grad_x, T* __restrict__ grad_w,
+                       double* __restrict__ workspace, int64_t H, int64_t W, bool has_act, double negative_slope,
+                       bool vec) {
+  typedef typename AccOf<T>::type A;
+  constexpr int P = K / 2;
+  constexpr int TH = TileRows<A, K>::value;
+  constexpr int RPT = TH / kThreadsY;
+  constexpr int KK = K * K;
+  __shared__ __align__(16) A g_tile[TH + 2 * P][kSmemW];
+  __shared__ __align__(16) A x_tile[TH + 2 * P][kSmemW];
+  __shared__ A warp_sums[kWarps][KK];
+
+  const int64_t plane = blockIdx.x;
+  const int64_t h0 = static_cast<int64_t>(blockIdx.y) * TH;
+  const int64_t w0 = static_cast<int64_t>(blockIdx.z) * kTileW;
+  const int64_t offset = plane * H * W;  // 64-bit plane offset
+  const A slope = static_cast<A>(negative_slope);
+  const bool need_gx = grad_x != nullptr;
+  const bool need_gw = grad_w != nullptr;
+  stage_tile<T, A, K, TH>(g_tile, grad_out + offset, has_act ? out + offset : nullptr, slope, H, W, h0, w0, vec);
+  if (need_gw) stage_tile<T, A, K, TH>(x_tile, x + offset, nullptr, slope, H, W, h0, w0, vec);
+  __syncthreads();
+
+  const int tx = threadIdx.x;
+  const int r0 = threadIdx.y * RPT;
+  const int64_t col = w0 + tx;
+  if (need_gx) {
+    A w_flipped[KK];
+#pragma unroll
+    for (int t = 0; t < KK; ++t) w_flipped[t] = to_acc(weight[plane * KK + (KK - 1 - t)]);
+    A acc[RPT];
+    column_conv<A, K, RPT>(g_tile, w_flipped, r0, tx, acc);
+    if (col < W) {
+      T* dst = grad_x + offset + col;
+#pragma unroll
+      for (int q = 0; q < RPT; ++q) {
+        const int64_t row = h0 + r0 + q;
+        if (row < H) dst[row * W] = store_cast(acc[q], dst);
+      }
+    }
+  }
+  if (!need_gw) return;  // uniform across the CTA
+
+  // grad_w[i][j] += g[row q] * x[row q + i - P][col + j - P]; g is zero outside the plane, so no masks.
+  A g[RPT];
+#pragma unroll
+  for (int q = 0; q < RPT; ++q) g[q] = g_tile[r0 + q + P][kHaloL + tx];
+  A acc_w[KK];
+#pragma unroll
+  for (int t = 0; t < KK; ++t) acc_w[t] = A(0);
+#pragma unroll
+  for (int rr = 0; rr < RPT + K - 1; ++rr) {
+    A v[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) v[j] = x_tile[r0 + rr][kHaloL - P + tx + j];
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      const int q = rr - i;
+      if (q >= 0 && q < RPT) {
+#pragma unroll
+        for (int j = 0; j < K; ++j) acc_w[i * K + j] += g[q] * v[j];
+      }
+    }
+  }
+  const int lane = tx % 32;
+  const int warp = (threadIdx.y * kTileW + tx) / 32;
+#pragma unroll
+  for (int t = 0; t < KK; ++t) {
+    A v = acc_w[t];
+#pragma unroll
+    for (int step = 16; step > 0; step /= 2) v += __shfl_xor_sync(0xffffffffu, v, step);
+    if (lane == 0) warp_sums[warp][t] = v;
+  }
+  __syncthreads();
+  const int tid = threadIdx.y * kTileW + tx;
+  if (tid < KK) {
+    A sum = A(0);
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) sum += warp_sums[k][tid];
+    if (gridDim.y * gridDim.z == 1) {
+      grad_w[plane * KK + tid] = from_acc<T>(static_cast<double>(sum));
+    } else {
+      const int64_t tile = static_cast<int64_t>(blockIdx.y) * gridDim.z + blockIdx.z;
+      workspace[(plane * gridDim.y * gridDim.z + tile) * KK + tid] = static_cast<double>(sum);
+    }
+  }
+}
+
+// grad_w[plane, t] = sum over tiles (in tile order) of workspace[plane, tile, t].
+template <typename T>
+__global__ void idr_ddc_reduce_tiles_kernel(const double* __restrict__ workspace, T* __restrict__ grad_w,
+                                            int64_t planes, int64_t tiles, int taps) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= planes * taps) return;
+  const int64_t plane = idx / taps;
+  const int64_t t = idx % taps;
+  const double* src = workspace + plane * tiles * taps + t;
+  double sum = 0.0;
+  for (int64_t tile = 0; tile < tiles; ++tile) sum += src[tile * taps];
+  grad_w[idx] = from_acc<T>(sum);
+}
+
+template <typename T, int K>
+static cudaError_t launch_backward(const IdrDdcParams& p, cudaStream_t stream) {
+  typedef typename AccOf<T>::type A;
+  dim3 grid;
+  cudaError_t err = grid_for(p.planes, p.H, p.W, TileRows<A, K>::value, &grid);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = static_cast<int64_t>(grid.y) * grid.z;
+  if (p.grad_w != nullptr && tiles > 1 && p.workspace == nullptr) return cudaErrorInvalidValue;
+  const bool vec = p.W % (16 / sizeof(T)) == 0 && aligned16(p.grad_out) && aligned16(p.x) &&
+                   (p.has_act == 0 || aligned16(p.out));
+  idr_ddc_bwd_kernel<T, K><<<grid, dim3(kTileW, kThreadsY), 0, stream>>>(
+      static_cast<const T*>(p.grad_out), static_cast<const T*>(p.out), static_cast<const T*>(p.x),
+      static_cast<const T*>(p.weight), static_cast<T*>(p.grad_x), static_cast<T*>(p.grad_w), p.workspace, p.H,
+      p.W, p.has_act != 0, p.negative_slope, vec);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || p.grad_w == nullptr || tiles == 1) return err;
+  const int64_t n = p.planes * K * K;
+  const int threads = 256;
+  idr_ddc_reduce_tiles_kernel<T><<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0, stream>>>(
+      p.workspace, static_cast<T*>(p.grad_w), p.planes, tiles, K * K);
+  return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t backward_for_k(const IdrDdcParams& p, cudaStream_t stream) {
+  switch (p.K) {
+    case 1: return launch_backward<T, 1>(p, stream);
+    case 3: return launch_backward<T, 3>(p, stream);
+    case 5: return launch_backward<T, 5>(p, stream);
+    case 7: return launch_backward<T, 7>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace kdsr_cuda
+
+extern "C" int idr_ddc_cuda_backward(const IdrDdcParams* params, void* stream) {
+  using namespace kdsr_cuda;
+  const IdrDdcParams& p = *params;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p.planes == 0 || p.H == 0 || p.W == 0 || (p.grad_x == nullptr && p.grad_w == nullptr)) return 0;
+  switch (p.dtype) {
+    case IDR_DDC_FLOAT32: return static_cast<int>(backward_for_k<float>(p, s));
+    case IDR_DDC_FLOAT64: return static_cast<int>(backward_for_k<double>(p, s));
+    case IDR_DDC_FLOAT16: return static_cast<int>(backward_for_k<__half>(p, s));
+    case IDR_DDC_BFLOAT16: return static_cast<int>(backward_for_k<__nv_bfloat16>(p, s));
+    default: return -1;
+  }
+}

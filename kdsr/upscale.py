@@ -167,7 +167,9 @@ def upscale(
     win_w = W if tile is None else min(tile + 2 * tile_pad, W)
     rows = window_starts(H, win_h, 2 * tile_pad)
     cols = window_starts(W, win_w, 2 * tile_pad)
-    n_enc = 1 if tile is None else math.ceil(H / tile) * math.ceil(W / tile)
+    single = len(rows) == 1 and len(cols) == 1  # one window covers the image: no tiling at all
+    enc_tile = None if single else tile
+    n_enc = 1 if enc_tile is None else math.ceil(H / enc_tile) * math.ceil(W / enc_tile)
     n_sr = math.ceil(len(rows) * len(cols) / tile_batch)
     total_steps = (0 if degradation is not None else n_enc) + n_sr
 
@@ -177,11 +179,11 @@ def upscale(
 
     with torch.no_grad():
         if degradation is None:
-            d = estimate_degradation(model, image, tile, lambda k, _n: report(k))
+            d = estimate_degradation(model, image, enc_tile, lambda k, _n: report(k))
         else:
             d = _check_degradation(degradation, B, model.n_feats).to(param.device, param.dtype)
         done = total_steps - n_sr
-        if len(rows) == 1 and len(cols) == 1:  # one window covers the image: plain forward
+        if single:
             out = model.sr_net(image.to(param.device, param.dtype), d)
             report(total_steps)
             return out.clamp_(0, 1).to(image.device, image.dtype)

@@ -1,0 +1,155 @@
+"""kdsr.upscale: untiled, one tile, blended tiles, one degradation estimate per image, bounded tile sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kdsr
+from kdsr.upscale import _axis_weights, estimate_degradation, window_starts
+
+# Stated tolerance for tiles with less context than the network's receptive field (random-weight tiny model,
+# tile 12, tile_pad 4 < radius 7): measured max |diff| ~2.5e-3, mean ~6e-5 on outputs with std ~0.07.
+TILED_MAX_ABS = 1e-2
+TILED_MEAN_ABS = 3e-4
+
+
+def smooth_image(batch: int, h: int, w: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, max(h // 4, 2), max(w // 4, 2), generator=g, dtype=torch.float64)
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1).to(dtype)
+
+
+@pytest.fixture(scope="module")
+def model() -> kdsr.KDSRStudent:
+    torch.manual_seed(0)
+    return kdsr.KDSRStudent("tiny", scale=4, n_blocks=1)  # SR receptive radius 7 LR pixels
+
+
+def test_untiled_is_the_clamped_model_output(model):
+    lr = smooth_image(2, 20, 17)
+    out = kdsr.upscale(model, lr)
+    assert out.shape == (2, 3, 80, 68) and out.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(lr).clamp(0, 1), rtol=0, atol=0)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_one_tile_covering_the_image_is_identical(model):
+    lr = smooth_image(1, 20, 17)
+    untiled = kdsr.upscale(model, lr)
+    assert torch.equal(kdsr.upscale(model, lr, tile=20, tile_pad=10), untiled)
+    assert torch.equal(kdsr.upscale(model, lr, tile=8, tile_pad=6), untiled)  # 8 + 2*6 >= 20: one window
+
+
+def test_tiles_with_enough_context_equal_the_untiled_result(model):
+    # tile_pad >= 2 x receptive radius: blended pixels all come from tiles that saw their whole context.
+    r = model.sr_net.receptive_radius
+    lr = smooth_image(1, 64, 60)
+    untiled = kdsr.upscale(model, lr)
+    for tile, pad in [(28, 2 * r), (8, 2 * r + 1)]:
+        tiled = kdsr.upscale(model, lr, tile=tile, tile_pad=pad)
+        torch.testing.assert_close(tiled, untiled, rtol=0, atol=2e-6)
+
+
+def test_tiles_with_little_context_agree_within_the_stated_tolerance(model):
+    lr = smooth_image(1, 48, 40, seed=1)
+    untiled = kdsr.upscale(model, lr)
+    tiled = kdsr.upscale(model, lr, tile=12, tile_pad=4)
+    diff = (tiled - untiled).abs()
+    assert diff.max() > 0  # really tiled
+    assert diff.max() < TILED_MAX_ABS and diff.mean() < TILED_MEAN_ABS
+    pasted = kdsr.upscale(model, lr, tile=12, tile_pad=0)  # no context, no blending: visibly worse
+    assert (pasted - untiled).abs().mean() > 5 * diff.mean()
+
+
+def test_degradation_is_estimated_once_for_the_whole_image(model, monkeypatch):
+    lr = smooth_image(2, 40, 36, seed=2)
+    d_whole = model.encode(lr)[0]
+    torch.testing.assert_close(estimate_degradation(model, lr, tile=8), d_whole, rtol=1e-5, atol=1e-6)
+    seen = []
+    real_forward = model.sr_net.forward
+    monkeypatch.setattr(model.sr_net, "forward", lambda x, d: seen.append(d.clone()) or real_forward(x, d))
+    kdsr.upscale(model, lr, tile=10, tile_pad=3, tile_batch=2)
+    assert len(seen) > 3
+    for d in seen:  # every tile batch runs under the whole-image D (repeated per tile)
+        torch.testing.assert_close(d, d_whole.repeat(d.shape[0] // 2, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_explicit_degradation_is_used(model):
+    lr = smooth_image(1, 16, 16)
+    other = model.encode(smooth_image(1, 16, 16, seed=5) * 0.2)[0]
+    with torch.no_grad():
+        expected = model.sr_net(lr, other).clamp(0, 1)
+    torch.testing.assert_close(kdsr.upscale(model, lr, degradation=other), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="degradation"):
+        kdsr.upscale(model, lr, degradation=torch.zeros(1, 7))
+
+
+def test_device_memory_is_bounded_by_the_tile_size(model, monkeypatch):
+    lr = smooth_image(1, 64, 56)
+    tile, pad = 16, 5
+    shapes = {"sr": [], "enc": []}
+    real_sr, real_enc = model.sr_net.forward, model.encoder.features
+    monkeypatch.setattr(model.sr_net, "forward", lambda x, d: shapes["sr"].append(x.shape) or real_sr(x, d))
+    monkeypatch.setattr(model.encoder, "features", lambda x: shapes["enc"].append(x.shape) or real_enc(x))
+    kdsr.upscale(model, lr, tile=tile, tile_pad=pad)
+    radius = model.encoder.receptive_radius
+    assert len(shapes["sr"]) == len(window_starts(64, 26, 10)) * len(window_starts(56, 26, 10))
+    assert all(s[-2] <= tile + 2 * pad and s[-1] <= tile + 2 * pad for s in shapes["sr"])
+    assert all(s[-2] <= tile + 2 * radius and s[-1] <= tile + 2 * radius for s in shapes["enc"])
+
+
+def test_tile_batch_and_progress(model):
+    lr = smooth_image(1, 40, 30, seed=3)
+    calls = []
+    one = kdsr.upscale(
+        model, lr, tile=10, tile_pad=3, progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls[-1][0] == calls[-1][1] and [c[0] for c in calls] == list(range(1, len(calls) + 1))
+    three = kdsr.upscale(model, lr, tile=10, tile_pad=3, tile_batch=3)
+    torch.testing.assert_close(three, one, rtol=0, atol=1e-6)
+
+
+def test_unbatched_input_and_dtypes(model):
+    lr = smooth_image(1, 12, 10, dtype=torch.float64)
+    out = kdsr.upscale(model, lr[0])
+    assert out.shape == (1, 3, 48, 40) and out.dtype == torch.float64
+    torch.testing.assert_close(out, kdsr.upscale(model, lr.float()).double(), rtol=0, atol=0)
+
+
+def test_blend_weights_cover_every_pixel_and_sum_to_one():
+    for length, window, overlap in [(100, 30, 10), (57, 20, 8), (40, 36, 28), (9, 9, 4)]:
+        starts = window_starts(length, window, overlap)
+        assert starts[0] == 0 and starts[-1] + window == length
+        assert all(a + window - b >= overlap for a, b in zip(starts, starts[1:], strict=False))
+        total = torch.zeros(2 * length)
+        for start, w in zip(starts, _axis_weights(starts, window, length, 2), strict=True):
+            total[2 * start : 2 * (start + window)] += w
+        if all(b - a >= window / 2 for a, b in zip(starts, starts[1:], strict=False)):
+            torch.testing.assert_close(total, torch.ones_like(total))  # a partition of unity
+        assert total.min() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"image": torch.rand(1, 4, 8, 8)}, ValueError, "3 channels"),
+        ({"image": torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8)}, TypeError, "float"),
+        ({"image": torch.rand(1, 3, 2, 8)}, ValueError, "at least"),
+        ({"image": torch.full((1, 3, 8, 8), float("nan"))}, ValueError, "NaN"),
+        ({"tile": 2}, ValueError, "tile"),
+        ({"tile_pad": -1}, ValueError, "tile_pad"),
+        ({"tile_batch": 0}, ValueError, "tile_batch"),
+    ],
+)
+def test_bad_arguments(model, kwargs, error, match):
+    args = {"image": torch.rand(1, 3, 8, 8), **kwargs}
+    with pytest.raises(error, match=match):
+        kdsr.upscale(model, **args)
+
+
+def test_teacher_is_rejected():
+    with pytest.raises(TypeError, match="KDSRStudent"):
+        kdsr.upscale(kdsr.KDSRTeacher("tiny"), torch.rand(1, 3, 8, 8))

@@ -1,0 +1,214 @@
+"""`kdsr upscale` and `kdsr profile` end to end on tiny images with a saved random-weight model."""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import kdsr
+from kdsr.cli import build_parser, main
+from kdsr.commands.upscale import encode_png16, read_image
+
+SCALE = 2
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    student = kdsr.KDSRStudent("tiny", scale=SCALE, n_blocks=1)
+    student.save(root / "student.pt")
+    kdsr.KDSRTeacher("tiny", scale=SCALE, n_blocks=1).save(root / "teacher.pt")
+    return {"student": root / "student.pt", "teacher": root / "teacher.pt", "model": student}
+
+
+def rgb_noise(h: int, w: int, c: int = 3, seed: int = 0, dtype=np.uint8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = 65535 if dtype == np.uint16 else 255
+    return (rng.random((h, w, c)) * top).round().astype(dtype)
+
+
+def expected_sr(model, rgb01: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> the model's clamped (sH, sW, 3) output."""
+    lr = torch.from_numpy(np.ascontiguousarray(rgb01.transpose(2, 0, 1))).float()[None]
+    return kdsr.upscale(model, lr)[0].permute(1, 2, 0).numpy()
+
+
+def png_with_every_filter(samples: np.ndarray) -> bytes:
+    """A 16-bit PNG whose rows use filter types 0..4 in turn (what real encoders produce)."""
+    H, W, C = samples.shape
+    rows = samples.astype(">u2").view(np.uint8).reshape(H, W * C * 2).astype(np.int64)
+    bpp = 2 * C
+    out = bytearray()
+    prev = np.zeros(rows.shape[1], np.int64)
+    for y in range(H):
+        ftype, row = y % 5, rows[y]
+        left = np.concatenate([np.zeros(bpp, np.int64), row[:-bpp]])
+        up_left = np.concatenate([np.zeros(bpp, np.int64), prev[:-bpp]])
+        if ftype == 4:
+            p = left + prev - up_left
+            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - up_left)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, up_left))
+        else:
+            pred = [np.zeros_like(row), left, prev, (left + prev) // 2][ftype]
+        out += bytes([ftype]) + ((row - pred) % 256).astype(np.uint8).tobytes()
+        prev = row
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", W, H, 16, {3: 2, 4: 6}[C], 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_read_image_keeps_16_bit_colour_exactly(tmp_path, channels):
+    samples = rgb_noise(7, 9, channels, seed=channels, dtype=np.uint16)
+    (tmp_path / "a.png").write_bytes(png_with_every_filter(samples))
+    data = read_image(tmp_path / "a.png")
+    assert data.bits == 16 and not data.grayscale
+    np.testing.assert_array_equal(np.round(data.rgb * 65535).astype(np.uint16), samples[..., :3])
+    if channels == 4:
+        np.testing.assert_array_equal(np.round(data.alpha * 65535).astype(np.uint16), samples[..., 3])
+    (tmp_path / "b.png").write_bytes(encode_png16(samples))  # our writer round-trips through our reader
+    again = read_image(tmp_path / "b.png")
+    np.testing.assert_array_equal(again.rgb, data.rgb)
+
+
+def test_upscale_every_kind_of_file(tmp_path, checkpoints):
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb8, gray8, rgba8 = rgb_noise(10, 12), rgb_noise(10, 12, 1, seed=1)[..., 0], rgb_noise(10, 12, 4, seed=2)
+    rgb16 = rgb_noise(10, 12, 3, seed=3, dtype=np.uint16)
+    Image.fromarray(rgb8).save(src / "rgb.png")
+    Image.fromarray(rgb8).save(src / "photo.jpg", quality=95)
+    Image.fromarray(rgb8).save(src / "pic.bmp")
+    Image.fromarray(gray8).save(src / "gray.png")
+    Image.fromarray(rgba8).save(src / "rgba.png")
+    Image.fromarray(rgb_noise(10, 12, 1, seed=4, dtype=np.uint16)[..., 0]).save(src / "gray16.png")
+    (src / "rgb16.png").write_bytes(encode_png16(rgb16))
+    out = tmp_path / "out"
+    rc = main(["upscale", str(src), "-o", str(out), "--checkpoint", str(checkpoints["student"])])
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "gray16_x2.png", "gray_x2.png", "photo_x2.jpg", "pic_x2.bmp",
+        "rgb16_x2.png", "rgb_x2.png", "rgba_x2.png",
+    ]  # fmt: skip
+    for name in names:
+        assert Image.open(out / name).size == (12 * SCALE, 10 * SCALE)
+    model = checkpoints["model"]
+    modes = {n: Image.open(out / n).mode for n in names}
+    assert modes["gray_x2.png"] == "L" and modes["rgba_x2.png"] == "RGBA" and modes["rgb_x2.png"] == "RGB"
+    assert modes["gray16_x2.png"].startswith("I")  # 16-bit grayscale
+    # 8-bit RGB: the model output, rounded to 8 bits
+    got = np.asarray(Image.open(out / "rgb_x2.png"), dtype=np.float32) / 255
+    np.testing.assert_allclose(got, expected_sr(model, rgb8 / 255.0), atol=0.5 / 255 + 1e-6)
+    # grayscale: run on the repeated channel, written back as luma
+    want = expected_sr(model, np.repeat(gray8[..., None] / 255.0, 3, axis=2)) @ np.array(
+        [0.299, 0.587, 0.114]
+    )
+    got = np.asarray(Image.open(out / "gray_x2.png"), dtype=np.float32) / 255
+    np.testing.assert_allclose(got, want, atol=0.5 / 255 + 1e-5)
+    # RGBA: colour through the model, alpha upscaled separately with bicubic
+    got = np.asarray(Image.open(out / "rgba_x2.png"), dtype=np.float32) / 255
+    np.testing.assert_allclose(
+        got[..., :3], expected_sr(model, rgba8[..., :3] / 255.0), atol=0.5 / 255 + 1e-6
+    )
+    alpha = torch.from_numpy(rgba8[..., 3] / 255.0)[None, None]
+    want_alpha = F.interpolate(alpha, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
+    np.testing.assert_allclose(got[..., 3], want_alpha[0, 0].numpy(), atol=0.5 / 255 + 1e-6)
+    # 16-bit colour: read, restored and written at 16 bits (an 8-bit detour would be off by ~1/255)
+    result = read_image(out / "rgb16_x2.png")
+    assert result.bits == 16
+    np.testing.assert_allclose(result.rgb, expected_sr(model, rgb16 / 65535.0), atol=0.5 / 65535 + 1e-6)
+
+
+def test_tiled_run_and_options(tmp_path, checkpoints):
+    src = tmp_path / "big.png"
+    Image.fromarray(rgb_noise(28, 26, seed=7)).save(src)
+    args = ["upscale", str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(checkpoints["student"])]
+    assert main([*args, "--tile", "12", "--tile-pad", "4", "--tile-batch", "2", "--ext", "bmp"]) == 0
+    tiled = np.asarray(Image.open(tmp_path / "o" / "big_x2.bmp"), dtype=np.float32)
+    assert main([*args, "--suffix", "", "--no-fused-kernels", "--half"]) == 0  # bfloat16 on CPU
+    half = np.asarray(Image.open(tmp_path / "o" / "big.png"), dtype=np.float32)
+    want = expected_sr(checkpoints["model"], np.asarray(Image.open(src), dtype=np.float32) / 255) * 255
+    assert np.abs(tiled - want).mean() < 0.5 and np.abs(half - want).mean() < 3
+
+
+def test_unreadable_files_are_reported_and_the_rest_continue(tmp_path, checkpoints, capsys):
+    (tmp_path / "broken.png").write_bytes(b"this is not a PNG")
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "fine.png")
+    out = tmp_path / "out"
+    rc = main(
+        ["upscale", str(tmp_path / "broken.png"), str(tmp_path / "missing.jpg"), str(tmp_path / "fine.png"),
+         "-o", str(out), "--checkpoint", str(checkpoints["student"])]
+    )  # fmt: skip
+    assert rc == 1
+    assert (out / "fine_x2.png").is_file()
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "cannot identify image file" in err
+    assert "missing.jpg" in err and "no such file" in err
+    assert "1/3 images written" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--checkpoint", "no-such-model"], "shipped models"),
+        (["--checkpoint", "TEACHER"], "needs a student"),
+        (["--checkpoint", "STUDENT", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "cuda"),
+        (["--checkpoint", "STUDENT", "--tile", "2"], "--tile"),
+    ],
+)
+def test_setup_errors_exit_with_2(tmp_path, checkpoints, capsys, extra, message):
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "a.png")
+    extra = [str(checkpoints["teacher"]) if e == "TEACHER" else e for e in extra]
+    extra = [str(checkpoints["student"]) if e == "STUDENT" else e for e in extra]
+    if torch.cuda.is_available() and "--device" in extra:
+        pytest.skip("needs a machine without CUDA")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+@pytest.mark.parametrize("name", ["upscale", "profile"])
+def test_help_explains_every_flag(name, capsys):
+    sub = _subparser(name)
+    for action in sub._actions:
+        assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in text
+
+
+def test_profile_prints_params_macs_and_times(tmp_path, capsys):
+    json_path = tmp_path / "p.json"
+    argv = ["profile", "--variant", "tiny", "--lr-size", "8", "8", "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 367,291" in out and "MACs at LR 1x3x8x8" in out
+    assert "| pytorch |" in out and "| reference |" in out
+    assert json_path.is_file()
+    assert main(["profile", "--variant", "M", "--repeats", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "5,795,099 (5.80 M; paper 5.80 M)" in out and "226.87 G" in out

@@ -357,6 +357,14 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"]["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        # The schedule follows the *current* config (a resume may override train.lr_decay_iters etc.);
+        # LambdaLR.load_state_dict brought back the old schedule object's settings, so rebuild it.
+        schedule = LRSchedule(self.train_cfg)
+        self.scheduler.base_lrs = [self.train_cfg["lr"]] * len(self.optimizer.param_groups)
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.train_cfg["lr"] * schedule(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if self.ema is not None:
             if ckpt.get("ema") is None:
                 raise ConfigError(
@@ -382,9 +390,10 @@ class Trainer:
         total = self.train_cfg["iters"]
         end = total if stop_after is None else min(total, stop_after)
         result = TrainResult(run_dir=self.run_dir, iteration=self.iteration, best_psnr=self.best_psnr)
-        logger = _RunLogger(self.run_dir, self.log_cfg["tensorboard"]) if self.ctx.is_main else None
+        logger = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            logger = _RunLogger(self.run_dir, self.log_cfg["tensorboard"], resume_from=self.iteration)
             ckpt_io.remove_stale_temp_files(self.run_dir)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config))
         bar = tqdm(
@@ -450,15 +459,29 @@ class _RunLogger:
     TRAIN_FIELDS = ("iteration", "loss", "l1", "kd", "lr", "it_per_s")
     VAL_FIELDS = ("iteration", "psnr", "ssim")
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_from: int = 0):
         self.train_csv = run_dir / "train_log.csv"
         self.val_csv = run_dir / "val_log.csv"
+        for path in (self.train_csv, self.val_csv):  # rows after the checkpoint will be logged again
+            self._drop_rows_after(path, resume_from)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+            self.writer = SummaryWriter(
+                log_dir=str(run_dir / "tb"), purge_step=resume_from + 1 if resume_from else None
+            )
+
+    @staticmethod
+    def _drop_rows_after(path: Path, iteration: int) -> None:
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= iteration]
+        if len(kept) != len(rows):
+            with path.open("w", newline="") as handle:
+                csv.writer(handle).writerows(kept)
 
     @staticmethod
     def _append(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ def run(args) -> int:
 
     import kdsr
     from kdsr.training.distributed import pick_device
-    from kdsr.training.evaluate import BICUBIC, evaluate_model
+    from kdsr.training.evaluate import BICUBIC, evaluate_model, limit_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,9 +83,7 @@ def run(args) -> int:
     results = {}
     for folder in args.hr_dir:
         pairs = kdsr.data.benchmark_pairs(folder, args.scale, kernels=args.kernels, noise=args.noise)
-        if args.max_images is not None:
-            keep = sorted({p[0] for p in pairs})[: args.max_images]
-            pairs = [p for p in pairs if p[0] in keep]
+        pairs = limit_images(pairs, args.max_images)
         name = Path(folder).name
         results[name] = evaluate_model(model, pairs, args.scale, device, progress=True, desc=name)
     print(f"{args.checkpoint}  x{args.scale}  kernels={args.kernels}  noise={args.noise}")

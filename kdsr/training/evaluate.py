@@ -36,6 +36,19 @@ def _kernel_label(params: Any) -> str:
     return label + (f",noise={noise:g}" if noise > 0 else "")
 
 
+def limit_images(pairs: Sequence[tuple], max_images: int | None) -> list:
+    """The pairs of the first `max_images` images (sorted by name), every kernel of each; None keeps all."""
+    if max_images is None:
+        return list(pairs)
+
+    def image_of(pair: tuple) -> str:
+        params = pair[3]
+        return params.get("image", pair[0]) if isinstance(params, dict) else pair[0]
+
+    keep = set(sorted({image_of(p) for p in pairs})[:max_images])
+    return [p for p in pairs if image_of(p) in keep]
+
+
 def is_teacher(model: nn.Module | str) -> bool:
     """True for a KDSRTeacher (it needs the HR image too)."""
     return type(model).__name__ == "KDSRTeacher"

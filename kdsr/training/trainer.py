@@ -263,10 +263,9 @@ class Trainer:
             kernels=dcfg["val_kernels"],
             noise=dcfg["val_noise"],
         )
-        if dcfg["val_max_images"] is not None:
-            keep = sorted({p[0] for p in pairs})[: dcfg["val_max_images"]]
-            pairs = [p for p in pairs if p[0] in keep]
-        return pairs
+        from kdsr.training.evaluate import limit_images
+
+        return limit_images(pairs, dcfg["val_max_images"])
 
     def batch_for(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device."""

@@ -7,7 +7,7 @@ lr, params = deg.ClassicDegradation(scale=4, kind="iso")(hr_batch, generator=g)
 up = deg.imresize(lr, 4)                                   # MATLAB-compatible bicubic ×4
 """
 
-from .imresize import cubic, imresize, imresize_weights, output_size
+from .resize import cubic, imresize, imresize_weights, output_size
 from .kernels import (
     ANISO_TEST_KERNELS,
     GAUSSIAN8,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .imresize import imresize
+from .resize import imresize
 from .kernels import anisotropic_gaussian_kernel, isotropic_gaussian_kernel
 
 __all__ = ["blur", "add_noise", "quantize", "degrade", "ClassicDegradation"]

@@ -273,3 +273,10 @@ def test_cuda_matches_cpu_with_a_cpu_generator():
     lr_gpu, p = d(hr.cuda(), generator=torch.Generator().manual_seed(0))
     assert p["kernel"].is_cuda
     assert ((lr_gpu.cpu() - lr_cpu).abs() > 1.5 / 255).sum() == 0
+
+
+def test_half_precision_inputs_keep_their_dtype():
+    hr = torch.full((2, 3, 32, 32), 100 / 255).half()
+    lr = deg.degrade(hr, deg.isotropic_gaussian_kernel(1.5), 4, noise_sigma=0.0)
+    assert lr.dtype == torch.float16 and lr.shape == (2, 3, 8, 8)
+    assert torch.equal(lr.float(), torch.full((2, 3, 8, 8), 100 / 255).half().float())

@@ -7,7 +7,6 @@ lr, params = deg.ClassicDegradation(scale=4, kind="iso")(hr_batch, generator=g)
 up = deg.imresize(lr, 4)                                   # MATLAB-compatible bicubic ×4
 """
 
-from .resize import cubic, imresize, imresize_weights, output_size
 from .kernels import (
     ANISO_TEST_KERNELS,
     GAUSSIAN8,
@@ -16,6 +15,7 @@ from .kernels import (
     kernel_from_params,
 )
 from .pipeline import ClassicDegradation, add_noise, blur, degrade, quantize
+from .resize import cubic, imresize, imresize_weights, output_size
 
 __all__ = [
     "ANISO_TEST_KERNELS",

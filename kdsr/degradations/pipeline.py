@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .resize import imresize
 from .kernels import anisotropic_gaussian_kernel, isotropic_gaussian_kernel
+from .resize import imresize
 
 __all__ = ["blur", "add_noise", "quantize", "degrade", "ClassicDegradation"]
 
@@ -185,11 +185,13 @@ def degrade(
         raise ValueError(
             f"HR size {h}x{w} is not a multiple of scale {scale}; crop it first (kdsr.data.modcrop)"
         )
-    x = hr if kernel is None else blur(hr, kernel, method=blur_method)
+    x = hr if hr.dtype in (torch.float32, torch.float64) else hr.float()  # half: compute in float32
+    if kernel is not None:
+        x = blur(x, kernel, method=blur_method)
     if scale > 1:
         x = imresize(x, size=(h // scale, w // scale))
     x = add_noise(x, noise_sigma, generator)
-    return quantize(x) if quantize_output else x
+    return (quantize(x) if quantize_output else x).to(hr.dtype)
 
 
 def _range(value, name: str, *, minimum: float, strict: bool) -> tuple[float, float]:

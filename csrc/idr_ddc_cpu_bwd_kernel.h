@@ -1,34 +1,48 @@
 // CPU fused backward of IDR-DDC (grad_x and grad_w in one pass) for a range of work units (unit = one row
 // band of one plane).
 //
-// Included once per instruction set by idr_ddc_cpu_bwd.cpp (see idr_ddc_cpu.h). Two rolling buffers of K
+// Included once per instruction set by idr_ddc_cpu_bwd.cpp (see idr_ddc_cpu.h). Two rolling buffers of
 // zero-padded rows: g = LeakyReLU'(out) * grad_out (converted and masked once, when a row enters the buffer) and
-// x. Per output row: grad_x is the forward loop over g with the flipped kernel; grad_w adds g(row) * x(shifted
-// rows) into K*K vector accumulators, which are folded into float64 sums every ~kFoldChunks vectors, in an
-// order fixed by the shape alone. Each unit writes its K*K float64 sums to its own workspace slot, so the result
-// is the same for any number of threads.
+// x. Per step of kRowsPerStep output rows: grad_x is the forward loop over g with the flipped kernel; grad_w adds
+// g(row) * x(shifted rows) into vector accumulators, which are summed into K*K per-lane totals and folded into
+// float64 every ~kFoldChunks vectors, in an order fixed by the shape alone. Each unit writes its K*K float64 sums
+// to its own workspace slot, so the result is the same for any number of threads.
 
 constexpr int64_t kFoldChunks = 64;  // vectors accumulated per lane before folding into float64
+
+// grad_w rows per pass over a row block (1, 2 or 4, dividing kRowsPerStep): K * RW accumulator chains plus RW
+// g vectors stay in registers.
+template <int K>
+struct GradWRows {
+  static constexpr int fit = (kVecRegs - 2) / (K + 1);
+  static constexpr int value = fit >= 4 ? 4 : (fit >= 2 ? 2 : 1);
+};
 
 template <typename T, int K>
 static void backward_units(const IdrDdcParams& p, int64_t begin, int64_t end) {
   typedef typename AccOf<T>::type A;
   typedef typename VecOf<A>::type V;
   constexpr int P = K / 2;
+  constexpr int R = kRowsPerStep;
+  constexpr int NR = R + K - 1;
+  constexpr int RW = GradWRows<K>::value;
+  static_assert(R % RW == 0, "grad_w row groups must tile the row step");
   constexpr int64_t L = KDSR_VBYTES / sizeof(A);
   const int64_t H = p.H, W = p.W;
   const int64_t Wv = (W + L - 1) / L * L;
   const int64_t full = W / L * L;
   const bool need_gx = p.grad_x != nullptr;
   const bool need_gw = p.workspace != nullptr;
-  RowBuffers<A> buffers(2 * K + 1, Wv + 2 * P + L);
-  A* g_rows[K];
-  A* x_rows[K];
-  for (int r = 0; r < K; ++r) {
+  RowBuffers<A> buffers(2 * NR + R + 1, Wv + 2 * P + L);
+  A* g_rows[NR];
+  A* x_rows[NR];
+  for (int r = 0; r < NR; ++r) {
     g_rows[r] = buffers.row(r);
-    x_rows[r] = buffers.row(K + r);
+    x_rows[r] = buffers.row(NR + r);
   }
-  A* out_row = buffers.row(2 * K);
+  A* staging[R];
+  for (int q = 0; q < R; ++q) staging[q] = buffers.row(2 * NR + q);
+  const A* zero_row = buffers.row(2 * NR + R);  // never written: g of rows past the band
   const A slope = static_cast<A>(p.negative_slope);
   const T* act_out = p.has_act ? static_cast<const T*>(p.out) : nullptr;
 
@@ -45,80 +59,100 @@ static void backward_units(const IdrDdcParams& p, int64_t begin, int64_t end) {
     A w_flipped[K * K];
     for (int t = 0; t < K * K; ++t) w_flipped[t] = static_cast<A>(wp[K * K - 1 - t]);
 
-    auto load_rows = [&](int r, int64_t h) {  // buffer row r <- image row h (zeros outside the image)
+    auto load = [&](int r, int64_t h) {  // buffer row r <- image row h (zeros outside the image)
       const bool inside = h >= 0 && h < H;
       load_grad_row<T, A>(g_rows[r] + P, inside ? gp + h * W : nullptr, op ? op + h * W : nullptr, slope, W);
       if (need_gw) load_row<T, A>(x_rows[r] + P, inside ? xp + h * W : nullptr, W);
     };
-    for (int r = 0; r < K; ++r) load_rows(r, h0 - P + r);
+    for (int r = 0; r < NR; ++r) load(r, h0 - P + r);
 
-    V acc[K * K];
+    V acc[K * K];  // per-lane grad_w partial sums
     double sums[K * K];
     for (int t = 0; t < K * K; ++t) {
       acc[t] = V{};
       sums[t] = 0.0;
     }
-    auto fold = [&]() {
-      for (int t = 0; t < K * K; ++t) {
-        double s = 0.0;
-        for (int64_t l = 0; l < L; ++l) s += static_cast<double>(acc[t][l]);
-        sums[t] += s;
-        acc[t] = V{};
-      }
-    };
     int64_t unfolded = 0;
 
-    for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t h = h0; h < h1; h += R) {
+      const int nq = static_cast<int>(std::min<int64_t>(R, h1 - h));
       if (need_gx) {
-        T* dst = gxp + h * W;
-        if constexpr (std::is_same<T, A>::value) {
-          A* dst_a = reinterpret_cast<A*>(dst);
-          for (int64_t x0 = 0; x0 < full; x0 += L) vstore(dst_a + x0, apply_taps<K, A>(g_rows, w_flipped, x0));
-          if (full < W) {
-            vstore(out_row, apply_taps<K, A>(g_rows, w_flipped, full));
-            for (int64_t x = full; x < W; ++x) dst_a[x] = out_row[x - full];
+        for (int64_t x0 = 0; x0 < Wv; x0 += L) {
+          V gx[R];
+          apply_taps<K, R, A>(g_rows, w_flipped, x0, gx);
+#pragma GCC unroll 8
+          for (int q = 0; q < R; ++q) {
+            if constexpr (std::is_same<T, A>::value) {
+              if (q < nq && x0 < full) vstore(reinterpret_cast<A*>(gxp + (h + q) * W) + x0, gx[q]);
+              else vstore(staging[q] + x0, gx[q]);
+            } else {
+              vstore(staging[q] + x0, gx[q]);
+            }
           }
-        } else {
-          for (int64_t x0 = 0; x0 < Wv; x0 += L) vstore(out_row + x0, apply_taps<K, A>(g_rows, w_flipped, x0));
-          store_row<T, A>(dst, out_row, W);
+        }
+        for (int q = 0; q < nq; ++q) {
+          T* dst = gxp + (h + q) * W;
+          if constexpr (std::is_same<T, A>::value) {
+            for (int64_t x = full; x < W; ++x) dst[x] = staging[q][x];
+          } else {
+            store_row<T, A>(dst, staging[q], W);
+          }
         }
       }
       if (need_gw) {
-        const A* g_center = g_rows[P] + P;  // lanes past W read the zero tail
+        // grad_w[i][j] += sum_q g[row q] * x[row q + i - P][col + j - P]; rows past the band count as zero.
+        const A* g_center[R];
+        for (int q = 0; q < R; ++q) g_center[q] = q < nq ? g_rows[q + P] + P : zero_row;
 #pragma GCC unroll 7
         for (int i = 0; i < K; ++i) {
-          V a[K];
-          for (int j = 0; j < K; ++j) a[j] = acc[i * K + j];
-          const A* xr = x_rows[i];
-          for (int64_t x0 = 0; x0 < Wv; x0 += L) {
-            const V g = vload(g_center + x0);
+#pragma GCC unroll 4
+          for (int q0 = 0; q0 < R; q0 += RW) {
+            V a[K][RW];
+            for (int j = 0; j < K; ++j)
+              for (int q = 0; q < RW; ++q) a[j][q] = V{};
+            for (int64_t x0 = 0; x0 < Wv; x0 += L) {
+              V g[RW];
+#pragma GCC unroll 4
+              for (int q = 0; q < RW; ++q) g[q] = vload(g_center[q0 + q] + x0);
 #pragma GCC unroll 7
-            for (int j = 0; j < K; ++j) a[j] += g * vload(xr + x0 + j);
+              for (int j = 0; j < K; ++j) {
+#pragma GCC unroll 4
+                for (int q = 0; q < RW; ++q) a[j][q] += g[q] * vload(x_rows[q0 + q + i] + x0 + j);
+              }
+            }
+#pragma GCC unroll 7
+            for (int j = 0; j < K; ++j) {
+              V s = a[j][0];
+#pragma GCC unroll 4
+              for (int q = 1; q < RW; ++q) s += a[j][q];
+              acc[i * K + j] += s;
+            }
           }
-          for (int j = 0; j < K; ++j) acc[i * K + j] = a[j];
         }
-        unfolded += Wv / L;
+        unfolded += (Wv / L) * R;
         if (unfolded >= kFoldChunks) {
-          fold();
+          for (int t = 0; t < K * K; ++t) {
+            double s = 0.0;
+            for (int64_t l = 0; l < L; ++l) s += static_cast<double>(acc[t][l]);
+            sums[t] += s;
+            acc[t] = V{};
+          }
           unfolded = 0;
         }
       }
-      if (h + 1 < h1) {  // roll both buffers down one row
-        A* g_recycled = g_rows[0];
-        A* x_recycled = x_rows[0];
-        for (int r = 0; r + 1 < K; ++r) {
-          g_rows[r] = g_rows[r + 1];
-          x_rows[r] = x_rows[r + 1];
-        }
-        g_rows[K - 1] = g_recycled;
-        x_rows[K - 1] = x_recycled;
-        load_rows(K - 1, h + P + 1);
+      if (h + R < h1) {  // advance both rolling buffers by R rows
+        rotate_rows<A>(g_rows, NR, R);
+        rotate_rows<A>(x_rows, NR, R);
+        for (int r = NR - R; r < NR; ++r) load(r, h + R - P + r);
       }
     }
     if (need_gw) {
-      fold();
       double* slot = p.workspace + unit * K * K;
-      for (int t = 0; t < K * K; ++t) slot[t] = sums[t];
+      for (int t = 0; t < K * K; ++t) {
+        double s = 0.0;
+        for (int64_t l = 0; l < L; ++l) s += static_cast<double>(acc[t][l]);
+        slot[t] = sums[t] + s;
+      }
     }
   }
 }

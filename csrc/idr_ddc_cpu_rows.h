@@ -85,16 +85,38 @@ static inline void store_row(T* dst, const A* src, int64_t W) {
   for (int64_t x = 0; x < W; ++x) dst[x] = static_cast<T>(src[x]);
 }
 
-// The K*K taps applied to the vector of outputs starting at column x0 (row buffers rows[0..K), padded by K/2):
-// acc = sum_{i,j} w[i*K + j] * rows[i][x0 + j .. x0 + j + lanes).
-template <int K, typename A>
-static inline typename VecOf<A>::type apply_taps(A* const* rows, const A* w, int64_t x0) {
-  typename VecOf<A>::type acc = {};
-#pragma GCC unroll 7
-  for (int i = 0; i < K; ++i) {
-    const A* r = rows[i] + x0;
-#pragma GCC unroll 7
-    for (int j = 0; j < K; ++j) acc += w[i * K + j] * vload(r + j);
+// Registers per vector register file: the row-block sizes below keep every accumulator in registers.
+constexpr int kVecRegs = KDSR_VBYTES == 64 ? 32 : 16;
+
+// Output rows computed per step: R independent accumulator chains hide the FMA latency, and each loaded input
+// vector feeds up to R outputs ((R + K - 1) * K loads for R * K * K FMAs).
+constexpr int kRowsPerStep = 4;
+
+// The K*K taps applied to R rows of outputs at columns [x0, x0 + lanes): rows[0 .. R + K - 1) are zero-padded
+// input rows, output row q reads rows q .. q + K - 1:
+//   acc[q] = sum_{i,j} w[i*K + j] * rows[q + i][x0 + j .. x0 + j + lanes).
+template <int K, int R, typename A>
+static inline void apply_taps(A* const* rows, const A* w, int64_t x0, typename VecOf<A>::type* acc) {
+#pragma GCC unroll 8
+  for (int q = 0; q < R; ++q) acc[q] = typename VecOf<A>::type{};
+#pragma GCC unroll 16
+  for (int r = 0; r < R + K - 1; ++r) {
+#pragma GCC unroll 8
+    for (int j = 0; j < K; ++j) {
+      const typename VecOf<A>::type v = vload(rows[r] + x0 + j);
+#pragma GCC unroll 8
+      for (int q = 0; q < R; ++q) {
+        const int i = r - q;
+        if (i >= 0 && i < K) acc[q] += w[i * K + j] * v;
+      }
+    }
   }
-  return acc;
+}
+
+// Rotate a rolling buffer of n row pointers forward by `by` rows (rows[0] <- rows[by], ...).
+template <typename A>
+static inline void rotate_rows(A** rows, int n, int by) {
+  A* moved[16];
+  for (int r = 0; r < n; ++r) moved[r] = rows[(r + by) % n];
+  for (int r = 0; r < n; ++r) rows[r] = moved[r];
 }

@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import kdsr  # noqa: E402
 import kdsr_kernels  # noqa: E402
 
+STARTED = time.perf_counter()
 GOAL_MS = {"float32": 5.0, "bfloat16": 2.5}
+# Fastest first, so a short time budget still yields the rows that matter.
+PRIORITY = ("cuda", "triton", "pytorch", "cpu", "reference")
 # Output agreement with the fp32 grouped-conv model (outputs are in [0, 1]-ish image units).
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1}
 
@@ -43,8 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"), help="LR size")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16, float16")
-    p.add_argument("--repeats", type=int, default=50, help="timed forwards per configuration (default 50)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed forwards first (default 10)")
+    p.add_argument("--repeats", type=int, default=20, help="timed forwards per configuration (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed forwards first (default 5)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=28.0,
+        help="stop starting new configurations after this many seconds from start-up (default 28; "
+        "gpu_check.sh gives the script 35 s). Configurations run fastest-backend first.",
+    )
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph timings")
     p.add_argument("--no-tf32", action="store_true", help="disable TF32 for fp32 convs / matmuls")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -101,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
     H, W = args.lr_size
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    impls = ["pytorch", *[b for b in kdsr_kernels.available_backends(device) if on_gpu or b != "triton"]]
+    usable = kdsr_kernels.available_backends(device)
+    usable = [b for b in PRIORITY if b == "pytorch" or (b in usable and (on_gpu or b != "triton"))]
 
     torch.manual_seed(0)
     base = kdsr.KDSRStudent(args.variant, args.scale, fused_kernels=False).to(device).eval()
@@ -114,18 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## KDSR_S-{args.variant} x{args.scale} forward, LR {args.batch}x3x{H}x{W}, {gpu}")
     print(
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, TF32 {'off' if args.no_tf32 else 'on'}, "
-        f"cudnn.benchmark on, median of {args.repeats} after {args.warmup} warm-up; backends: {impls}\n"
+        f"cudnn.benchmark on, median of {args.repeats} after {args.warmup} warm-up; IDR-DDC: {usable}\n"
     )
     print("| IDR-DDC | dtype | eager ms | CUDA graph ms | max abs diff vs fp32 grouped conv | goal |")
     print("|---|---|---:|---:|---:|---|")
     rows, ran = [], 0
-    for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        model = copy.deepcopy(base).to(dtype)
-        lr = lr32.to(dtype)
-        for impl in impls:
+    models = {name: copy.deepcopy(base).to(getattr(torch, name)) for name in dtypes}
+    for impl in usable:
+        for dtype_name in dtypes:
+            model, lr = models[dtype_name], lr32.to(getattr(torch, dtype_name))
             model.set_fused_kernels(False if impl == "pytorch" else impl)
             row = {"impl": impl, "dtype": dtype_name}
+            if time.perf_counter() - STARTED > args.budget_s:
+                row["error"] = "skipped: time budget (--budget-s) used up"
+                print(f"| {impl} | {dtype_name} | skipped (time budget) | | | |")
+                rows.append(row)
+                continue
             try:
                 with torch.no_grad():
                     eager = cuda_times(lambda: model(lr), args.repeats, args.warmup)  # noqa: B023
@@ -156,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {impl} | {dtype_name} | {row['eager_ms']:.3f} | {graph} | {diff} | {verdict} |")
             row["within_tolerance"] = ok
             rows.append(row)
-        if on_gpu:
-            torch.cuda.empty_cache()
     for row in rows:
         if "graph_error" in row:
             print(f"\nCUDA graph failed for {row['impl']} {row['dtype']}: {row['graph_error'][:300]}")

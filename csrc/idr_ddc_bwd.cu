@@ -126,16 +126,18 @@ static cudaError_t launch_backward(const IdrDdcParams& p, cudaStream_t stream) {
   if (p.grad_w != nullptr && tiles > 1 && p.workspace == nullptr) return cudaErrorInvalidValue;
   const bool vec = p.W % (16 / sizeof(T)) == 0 && aligned16(p.grad_out) && aligned16(p.x) &&
                    (p.has_act == 0 || aligned16(p.out));
-  idr_ddc_bwd_kernel<T, K><<<grid, dim3(kTileW, kThreadsY), 0, stream>>>(
-      static_cast<const T*>(p.grad_out), static_cast<const T*>(p.out), static_cast<const T*>(p.x),
-      static_cast<const T*>(p.weight), static_cast<T*>(p.grad_x), static_cast<T*>(p.grad_w), p.workspace, p.H,
-      p.W, p.has_act != 0, p.negative_slope, vec);
+  auto kernel = idr_ddc_bwd_kernel<T, K>;
+  KDSR_LAUNCH(kernel, grid, dim3(kTileW, kThreadsY), stream, static_cast<const T*>(p.grad_out),
+              static_cast<const T*>(p.out), static_cast<const T*>(p.x), static_cast<const T*>(p.weight),
+              static_cast<T*>(p.grad_x), static_cast<T*>(p.grad_w), p.workspace, p.H, p.W, p.has_act != 0,
+              p.negative_slope, vec);
   err = cudaGetLastError();
   if (err != cudaSuccess || p.grad_w == nullptr || tiles == 1) return err;
   const int64_t n = p.planes * K * K;
   const int threads = 256;
-  idr_ddc_reduce_tiles_kernel<T><<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0, stream>>>(
-      p.workspace, static_cast<T*>(p.grad_w), p.planes, tiles, K * K);
+  auto reduce = idr_ddc_reduce_tiles_kernel<T>;
+  KDSR_LAUNCH(reduce, dim3(static_cast<unsigned>((n + threads - 1) / threads)), dim3(threads), stream,
+              static_cast<const double*>(p.workspace), static_cast<T*>(p.grad_w), p.planes, tiles, K * K);
   return cudaGetLastError();
 }
 

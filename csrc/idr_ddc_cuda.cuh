@@ -17,6 +17,12 @@
 
 #include "idr_ddc.h"
 
+// Kernel launch on `stream`. tests/cuda_emulator.h defines it to run the CTAs on CPU threads instead, which is
+// how the kernels are tested on machines without a GPU.
+#ifndef KDSR_LAUNCH
+#define KDSR_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
+
 namespace kdsr_cuda {
 
 constexpr int kTileW = 64;                    // tile columns = threads along x

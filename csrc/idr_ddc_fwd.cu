@@ -48,9 +48,10 @@ static cudaError_t launch_forward(const IdrDdcParams& p, cudaStream_t stream) {
   cudaError_t err = grid_for(p.planes, p.H, p.W, TileRows<A, K>::value, &grid);
   if (err != cudaSuccess) return err;
   const bool vec = p.W % (16 / sizeof(T)) == 0 && aligned16(p.x);
-  idr_ddc_fwd_kernel<T, K><<<grid, dim3(kTileW, kThreadsY), 0, stream>>>(
-      static_cast<const T*>(p.x), static_cast<const T*>(p.weight), static_cast<T*>(p.y), p.H, p.W,
-      p.has_act != 0, p.negative_slope, vec);
+  auto kernel = idr_ddc_fwd_kernel<T, K>;
+  KDSR_LAUNCH(kernel, grid, dim3(kTileW, kThreadsY), stream, static_cast<const T*>(p.x),
+              static_cast<const T*>(p.weight), static_cast<T*>(p.y), p.H, p.W, p.has_act != 0, p.negative_slope,
+              vec);
   return cudaGetLastError();
 }
 

@@ -105,6 +105,9 @@ def _extensions_and_commands():
             except Exception as exc:  # noqa: BLE001 - keep installing without this one
                 _note(f"building {ext.name} failed ({exc}); kdsr_kernels will compile it on first use")
                 self._failed.add(ext.name)
+                stale = Path(self.get_ext_fullpath(ext.name))
+                if stale.exists():  # an older build's module must not be packaged in its place
+                    stale.unlink()
 
     commands["build_ext"] = BuildExtensionAllowErrors.with_options(use_ninja=True)
     return extensions, commands

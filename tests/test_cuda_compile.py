@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.cpp_extension import include_paths
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
 
 from kdsr_kernels import reference
 
@@ -51,7 +51,9 @@ def test_kernels_need_no_torch_headers():
 @needs_nvcc
 def test_cu_sources_compile_for_sm90_without_spills(tmp_path):
     def compile_one(source: Path) -> subprocess.CompletedProcess:
-        cmd = [NVCC, "-std=c++17", "-O3", "-arch=sm_90", "-Xptxas", "-v", "-I", str(CSRC), "-c", str(source)]
+        # the flags torch's CUDAExtension / load() pass (no implicit half conversions, C++20)
+        cmd = [NVCC, "-std=c++20", "-O3", "-arch=sm_90", *COMMON_NVCC_FLAGS, "-Xptxas", "-v", "-I", str(CSRC)]
+        cmd += ["-c", str(source)]
         return subprocess.run(
             [*cmd, "-o", str(tmp_path / (source.stem + ".o"))], capture_output=True, text=True, timeout=600
         )

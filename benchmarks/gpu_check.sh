@@ -34,7 +34,7 @@ step() {  # step <seconds> <name> <command...>
   echo "=== [$(($(date +%s) - START))s] $name (timeout ${limit}s)"
   local rc
   if [ -n "$OUT_DIR" ]; then
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$(printf '%s' "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
     rc=${PIPESTATUS[0]}
   else
     timeout --kill-after=10 "$limit" "$@" 2>&1

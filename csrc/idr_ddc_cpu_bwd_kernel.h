@@ -103,29 +103,56 @@ static void backward_units(const IdrDdcParams& p, int64_t begin, int64_t end) {
         // grad_w[i][j] += sum_q g[row q] * x[row q + i - P][col + j - P]; rows past the band count as zero.
         const A* g_center[R];
         for (int q = 0; q < R; ++q) g_center[q] = q < nq ? g_rows[q + P] + P : zero_row;
-#pragma GCC unroll 7
-        for (int i = 0; i < K; ++i) {
+        if constexpr (K * K + R + 1 <= kVecRegs) {
+          // all K*K accumulators in registers: each loaded x vector feeds every (row, tap) pair using it
+          V a[K * K];
+#pragma GCC unroll 49
+          for (int t = 0; t < K * K; ++t) a[t] = acc[t];
+          for (int64_t x0 = 0; x0 < Wv; x0 += L) {
+            V g[R];
 #pragma GCC unroll 4
-          for (int q0 = 0; q0 < R; q0 += RW) {
-            V a[K][RW];
-            for (int j = 0; j < K; ++j)
-              for (int q = 0; q < RW; ++q) a[j][q] = V{};
-            for (int64_t x0 = 0; x0 < Wv; x0 += L) {
-              V g[RW];
-#pragma GCC unroll 4
-              for (int q = 0; q < RW; ++q) g[q] = vload(g_center[q0 + q] + x0);
+            for (int q = 0; q < R; ++q) g[q] = vload(g_center[q] + x0);
+#pragma GCC unroll 16
+            for (int r = 0; r < R + K - 1; ++r) {
 #pragma GCC unroll 7
               for (int j = 0; j < K; ++j) {
+                const V v = vload(x_rows[r] + x0 + j);
 #pragma GCC unroll 4
-                for (int q = 0; q < RW; ++q) a[j][q] += g[q] * vload(x_rows[q0 + q + i] + x0 + j);
+                for (int q = 0; q < R; ++q) {
+                  const int i = r - q;
+                  if (i >= 0 && i < K) a[i * K + j] += g[q] * v;
+                }
               }
             }
+          }
+#pragma GCC unroll 49
+          for (int t = 0; t < K * K; ++t) acc[t] = a[t];
+        } else {
+          // one kernel row i at a time: K * RW accumulator chains
 #pragma GCC unroll 7
-            for (int j = 0; j < K; ++j) {
-              V s = a[j][0];
+          for (int i = 0; i < K; ++i) {
 #pragma GCC unroll 4
-              for (int q = 1; q < RW; ++q) s += a[j][q];
-              acc[i * K + j] += s;
+            for (int q0 = 0; q0 < R; q0 += RW) {
+              V a[K][RW];
+              for (int j = 0; j < K; ++j)
+                for (int q = 0; q < RW; ++q) a[j][q] = V{};
+              for (int64_t x0 = 0; x0 < Wv; x0 += L) {
+                V g[RW];
+#pragma GCC unroll 4
+                for (int q = 0; q < RW; ++q) g[q] = vload(g_center[q0 + q] + x0);
+#pragma GCC unroll 7
+                for (int j = 0; j < K; ++j) {
+#pragma GCC unroll 4
+                  for (int q = 0; q < RW; ++q) a[j][q] += g[q] * vload(x_rows[q0 + q + i] + x0 + j);
+                }
+              }
+#pragma GCC unroll 7
+              for (int j = 0; j < K; ++j) {
+                V sum = a[j][0];
+#pragma GCC unroll 4
+                for (int q = 1; q < RW; ++q) sum += a[j][q];
+                acc[i * K + j] += sum;
+              }
             }
           }
         }

@@ -115,3 +115,13 @@ def test_tsne_cli_draws_one_panel_per_model(hr_dir, tmp_path):
     with Image.open(out) as img:
         width, height = img.size
     assert width > 1.5 * height  # two panels side by side
+
+
+def test_sigma_r2_separates_informative_from_random_features():
+    from kdsr.training.tsne import sigma_r2
+
+    rng = np.random.default_rng(0)
+    sigmas = np.repeat([1.8, 2.2, 2.6, 3.0], 20)
+    informative = np.stack([sigmas + 0.05 * rng.standard_normal(80), rng.standard_normal(80)], axis=1)
+    assert sigma_r2(informative, sigmas) > 0.95
+    assert sigma_r2(rng.standard_normal((80, 2)), sigmas) < 0.2

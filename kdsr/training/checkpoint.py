@@ -31,6 +31,7 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual file mode
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -42,6 +43,12 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

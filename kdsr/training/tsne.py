@@ -52,6 +52,21 @@ def degrade_with_sigmas(
     return torch.cat(lrs), torch.cat(hrs), np.concatenate(labels)
 
 
+def sigma_r2(features: np.ndarray, sigmas: np.ndarray, folds: int = 5) -> float:
+    """Cross-validated R² of a ridge regression predicting the blur σ from the vectors (N, F).
+
+    1 means σ is linearly readable from the representation, 0 means no better than the mean σ.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    splits = KFold(n_splits=folds, shuffle=True, random_state=0)
+    return float(cross_val_score(model, features, sigmas, cv=splits, scoring="r2").mean())
+
+
 @torch.no_grad()
 def encode_all(
     model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, feature: str = "d", batch: int = 64
@@ -89,27 +104,27 @@ def plot_tsne(
 
     hr = sample_hr_crops(hr_dir, scale, lr_patch, crops, seed)
     lr, hr_rep, labels = degrade_with_sigmas(hr, scale, sigmas)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2), squeeze=False)
-    cmap = plt.get_cmap("viridis", len(sigmas))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models) + 1, 4.6), squeeze=False, layout="constrained"
+    )
+    name = "D" if feature == "d" else "D'"
+    order = np.random.default_rng(seed).permutation(labels.shape[0])  # no sigma drawn on top of the others
+    scatter = None
     for ax, (label, model) in zip(axes[0], models.items(), strict=True):
         device = next(model.parameters()).device
         feats = encode_all(model, lr.to(device), hr_rep.to(device), feature)
         perplexity = min(30.0, (feats.shape[0] - 1) / 3)
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
-        for k, sigma in enumerate(sigmas):
-            mask = labels == sigma
-            ax.scatter(emb[mask, 0], emb[mask, 1], s=9, color=cmap(k), label=f"σ={sigma:g}")
-        ax.set_title(label)
+        scatter = ax.scatter(emb[order, 0], emb[order, 1], c=labels[order], s=9, cmap="viridis")
+        ax.set_title(f"{label}\nσ from {name}: R² = {sigma_r2(feats, labels):.2f}")
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    name = "D" if feature == "d" else "D'"
+    fig.colorbar(scatter, ax=axes[0].tolist(), label="blur σ", shrink=0.8)
     fig.suptitle(
         f"t-SNE of {name}: {crops} crops of {Path(hr_dir).name} x {len(sigmas)} blur sigmas (x{scale})"
     )
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

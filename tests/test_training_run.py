@@ -121,15 +121,18 @@ def test_student_starts_from_teacher_sr_network_with_fresh_encoder(folders, tmp_
     assert optimised == {id(p) for p in trainer.model.parameters() if p.requires_grad}  # G and E_S, jointly
 
 
-@pytest.mark.parametrize("stage", ["teacher", "student"])
+@pytest.mark.parametrize("stage", ["teacher", "student", "teacher-ema"])
 def test_resume_gives_identical_losses(folders, tmp_path, stage):
     train_dir, val_dir = folders
     teacher_path = None
+    ema = stage.endswith("-ema")
+    stage = stage.removesuffix("-ema")
     if stage == "student":
         pre = load_config("tiny_iso_x4_teacher", tiny_overrides(train_dir, tmp_path / "pre", iters=2))
         Trainer(pre, progress=False).run()
         teacher_path = tmp_path / "pre" / "tiny_iso_x4_teacher" / "last.pt"
     extra = [f"teacher={teacher_path}"] if teacher_path else []
+    extra += ["train.ema_decay=0.9"] if ema else []
     n = 6
     name = f"tiny_iso_x4_{stage}"
     full = Trainer(
@@ -146,6 +149,11 @@ def test_resume_gives_identical_losses(folders, tmp_path, stage):
     a = kdsr.load(full.run_dir / "last.pt").state_dict()
     b = kdsr.load(second.run_dir / "last.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if ema:
+        ema_a = ckpt_io.load_checkpoint(full.run_dir / "last.pt")["ema_model"]["state_dict"]
+        ema_b = ckpt_io.load_checkpoint(second.run_dir / "last.pt")["ema_model"]["state_dict"]
+        assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+        assert not all(torch.equal(ema_a[k], a[k]) for k in a)  # the average differs from the raw weights
 
 
 def test_cli_resume_continues_the_run_and_rewrites_logs_after_the_checkpoint(folders, tmp_path):
@@ -184,3 +192,30 @@ def test_nan_loss_stops_with_a_message_and_keeps_a_checkpoint(folders, tmp_path,
     kept = ckpt_io.load_checkpoint(tmp_path / "tiny_iso_x4_teacher" / "last.pt")
     assert kept["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in kept["model"]["state_dict"].values())
+
+
+def test_encoder_only_warm_up_trains_the_encoder_alone_with_kd(folders, tmp_path):
+    train_dir, _ = folders
+    pre = load_config("tiny_iso_x4_teacher", tiny_overrides(train_dir, tmp_path / "pre", iters=2))
+    Trainer(pre, progress=False).run()
+    teacher = tmp_path / "pre" / "tiny_iso_x4_teacher" / "last.pt"
+    cfg = load_config(
+        "tiny_iso_x4_student",
+        [
+            *tiny_overrides(train_dir, tmp_path, iters=4),
+            f"teacher={teacher}",
+            "train.encoder_iters=2",
+            "train.lr_encoder=2e-3",
+        ],
+    )
+    trainer = Trainer(cfg, progress=False)
+    sr_before = {k: v.clone() for k, v in trainer.model.sr_net.state_dict().items()}
+    enc_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    first = [trainer.train_step(i) for i in range(2)]
+    assert all(s["l1"] == 0.0 and s["kd"] > 0 and s["loss"] == pytest.approx(s["kd"]) for s in first)
+    assert all(s["lr"] == pytest.approx(2e-3) for s in first)
+    assert all(torch.equal(v, sr_before[k]) for k, v in trainer.model.sr_net.state_dict().items())
+    assert not all(torch.equal(v, enc_before[k]) for k, v in trainer.model.encoder.state_dict().items())
+    joint = trainer.train_step(2)
+    assert joint["l1"] > 0 and joint["lr"] == pytest.approx(1e-3)
+    assert not all(torch.equal(v, sr_before[k]) for k, v in trainer.model.sr_net.state_dict().items())

@@ -2,25 +2,29 @@
 
 Design (see ../shared/spec/kernel-design.md §5a):
   * grid = (B*C planes, row tiles, column tiles); int64 plane offsets; any input strides (NCHW, channels_last,
-    slices, expanded grad_out) are passed to the kernels, nothing is copied. Outputs are contiguous NCHW.
-  * taps: K is a constexpr, `tl.static_range` over the K*K taps, each tap a masked load of the tile shifted by
-    (i-P, j-P) (`other=0` is the zero padding); loads are converted to the accumulation type (float32, or float64
-    when the inputs are float64 so `torch.autograd.gradcheck` passes).
-  * LeakyReLU fused both ways: forward epilogue `acc > 0 ? acc : acc*slope`; the backward reads the saved output y
-    and uses `y > 0 ? g : g*slope` on every (shifted) grad_out load. The slope is a constexpr (exact in float64;
-    one compilation per distinct slope value).
-  * backward: one kernel reads grad_out (and y) and x once per tile and writes grad_x and the grad_w partials of the
-    tile. grad_w is deterministic: when one tile covers the plane it is written directly (no second pass);
-    otherwise each tile writes its K*K partial sums into a float32 (float64) workspace [planes, tiles, K*K] that
-    is reduced in a fixed order (`sum(dim=1)`). No atomics. grad_x / grad_w work is skipped (constexpr flags)
-    when not needed.
-  * tile configs are explicit (`pick_config`), no `@triton.autotune`, so the same code runs under the Triton CPU
-    interpreter (TRITON_INTERPRET=1, how CI tests this backend on CPU tensors).
+    slices, expanded grad_out) go to the kernels, nothing is copied. Outputs are contiguous NCHW.
+  * small planes (one tile) are packed PB per program (a leading block dim): on CUDA only while >= ~1024
+    programs remain, in the interpreter as many as fit 16K elements (each program costs tens of ms there).
+  * taps: K is a constexpr, `tl.static_range` over the K*K taps, each a masked load of the tile shifted by
+    (i-P, j-P) (`other=0` is the zero padding); loads are converted to the accumulation type: float32, or
+    float64 when the inputs are float64 (so `torch.autograd.gradcheck` passes).
+  * LeakyReLU fused both ways: forward epilogue `acc > 0 ? acc : acc*slope`; the backward reads the saved
+    output y and applies `y > 0 ? g : g*slope` to every (shifted) grad_out load. The slope is a constexpr
+    (exact in float64; one compilation per distinct slope value).
+  * backward: one kernel reads grad_out (and y) and x once per tile and writes grad_x and the tile's grad_w
+    partials. grad_w is deterministic: when one tile covers the plane it is written directly (no second
+    pass); otherwise each tile writes its K*K partial sums into a float32 (float64) workspace
+    [planes, tiles, K*K], reduced in a fixed order (`sum(dim=1)`). No atomics. grad_x / grad_w work is
+    skipped (constexpr flags) when not needed.
+  * tile configs are explicit (`pick_config`), no `@triton.autotune`, so the same code runs under the Triton
+    CPU interpreter (TRITON_INTERPRET=1 before import; how CI tests this backend on CPU tensors).
 
-Test hooks (module attributes, meant for tests only):
-  * `force_tiles(bh, bw)` context manager: force a tile shape (powers of two) to exercise the multi-tile path.
-  * `POISON_OUTPUTS` (default: env KDSR_POISON_OUTPUTS=1): allocate outputs and the workspace filled with NaN, so an
-    element the kernels fail to write shows up as NaN.
+Test hooks (module attributes, for tests only):
+  * `force_tiles(bh, bw)` context manager: force a tile shape (powers of two), e.g. to exercise the
+    multi-tile workspace path on small planes.
+  * `CUDA_CONFIG_IN_INTERPRETER = True`: the interpreter uses the CUDA configs (row chunks, packing rule).
+  * `POISON_OUTPUTS` (default: env KDSR_POISON_OUTPUTS=1): outputs and the workspace start filled with NaN,
+    so an element the kernels fail to write shows up as NaN.
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ NAME = "triton"
 DEVICE_TYPES = ("cuda", "cpu")
 
 MAX_TILE = 4096  # outputs per program: a 64x64 plane (the KDSR training shape) is one program
+INTERPRET_MAX_BLOCK = 16384  # interpreter only: pack small planes up to this many elements per program
+GPU_WARPS = {1: 8, 3: 8, 5: 8, 7: 4}  # CUDA: warps per program by k (fewer for small blocks)
+GPU_ELEMS_PER_THREAD = {1: 8, 3: 4, 5: 2, 7: 2}  # CUDA: outputs per thread per row-chunk iteration, by k
 _MAX_GRID_YZ = 65535  # CUDA limit of grid axes 1 and 2
 
 POISON_OUTPUTS = os.environ.get("KDSR_POISON_OUTPUTS", "0") == "1"
-_TILE_OVERRIDE: tuple[int, int] | None = None
+_TILE_OVERRIDE: tuple[int, int, int | None] | None = None
+CUDA_CONFIG_IN_INTERPRETER = False  # test hook: use the CUDA tile/chunk config in the interpreter too
 
 try:
     import triton
@@ -47,135 +55,160 @@ try:
 except Exception as exc:  # noqa: BLE001 - any import failure makes the backend unavailable, with the reason
     triton = None
     tl = None
-    _IMPORT_ERROR = f"triton cannot be imported ({type(exc).__name__}: {exc}); install it with `pip install triton`"
+    _IMPORT_ERROR = (
+        f"triton cannot be imported ({type(exc).__name__}: {exc}); install it with `pip install triton`"
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # kernels
-# ---------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 if triton is not None:
 
     @triton.jit
     def _idr_ddc_fwd_kernel(
         x_ptr, w_ptr, out_ptr,
-        C, H, W,
+        NP, C, H, W,
         sxb, sxc, sxh, sxw,
         swb, swc, swh, sww,
-        K: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-        HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr,
+        K: tl.constexpr,
+        PB: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CHUNK_H: tl.constexpr,
+        HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
     ):  # fmt: skip
+        """Tile [PB planes, BLOCK_H rows, BLOCK_W columns], computed CHUNK_H rows per loop iteration (bounds
+        the registers per thread). PB > 1 only when a whole plane is one tile."""
         P: tl.constexpr = K // 2
-        pid_p = tl.program_id(0).to(tl.int64)  # plane = b * C + c
-        b = pid_p // C
-        c = pid_p % C
-        x_base = x_ptr + b * sxb + c * sxc
-        w_base = w_ptr + b * swb + c * swc
+        pp = tl.program_id(0).to(tl.int64) * PB + tl.arange(0, PB)  # planes: b * C + c
+        mp = pp < NP
+        b = pp // C
+        c = pp % C
+        # int64 plane bases; offsets inside a plane in IDX (int32 unless the host says they may overflow)
+        x_base = x_ptr + (b * sxb + c * sxc)[:, None, None]
+        out_base = out_ptr + (pp * H * W)[:, None, None]
+        w_ptrs = w_ptr + b * swb + c * swc
 
-        offs_h = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
-        offs_w = tl.program_id(2).to(tl.int64) * BLOCK_W + tl.arange(0, BLOCK_W)
-
-        acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
-        for i in tl.static_range(K):
-            hh = offs_h + (i - P)
-            mh = (hh >= 0) & (hh < H)
-            row = hh * sxh
-            for j in tl.static_range(K):
-                ww = offs_w + (j - P)
-                mw = (ww >= 0) & (ww < W)
-                wv = tl.load(w_base + i * swh + j * sww).to(ACC)
-                xv = tl.load(
-                    x_base + row[:, None] + (ww * sxw)[None, :], mask=mh[:, None] & mw[None, :], other=0.0
-                ).to(ACC)
-                acc += xv * wv
-        if HAS_ACT:
-            acc = tl.where(acc > 0, acc, acc * NEG_SLOPE)
-
-        m_out = (offs_h < H)[:, None] & (offs_w < W)[None, :]
-        out_offs = pid_p * H * W + (offs_h * W)[:, None] + offs_w[None, :]
-        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=m_out)
+        h0 = tl.program_id(1) * BLOCK_H
+        offs_w = (tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)).to(IDX)
+        m_w = (offs_w < W)[None, None, :]
+        n_chunks = tl.cdiv(tl.minimum(H - h0, BLOCK_H), CHUNK_H)  # chunks past the last row are skipped
+        for ci in range(n_chunks):
+            offs_h = (h0 + ci * CHUNK_H + tl.arange(0, CHUNK_H)).to(IDX)
+            acc = tl.zeros((PB, CHUNK_H, BLOCK_W), dtype=ACC)
+            for i in tl.static_range(K):
+                hh = offs_h + (i - P)
+                m_row = mp[:, None, None] & ((hh >= 0) & (hh < H))[None, :, None]
+                row = (hh * sxh)[None, :, None]
+                for j in tl.static_range(K):
+                    ww = offs_w + (j - P)
+                    m_col = ((ww >= 0) & (ww < W))[None, None, :]
+                    wv = tl.load(w_ptrs + (i * swh + j * sww), mask=mp, other=0.0).to(ACC)
+                    xv = tl.load(x_base + (row + (ww * sxw)[None, None, :]), mask=m_row & m_col, other=0.0)
+                    acc += xv.to(ACC) * wv[:, None, None]
+            if HAS_ACT:
+                acc = tl.where(acc > 0, acc, acc * NEG_SLOPE)
+            m_out = mp[:, None, None] & (offs_h < H)[None, :, None] & m_w
+            out_ptrs = out_base + ((offs_h * W)[None, :, None] + offs_w[None, None, :])
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_out)
 
     @triton.jit
-    def _load_dpre(g_base, y_base, hh, ww, H, W, sgh, sgw, syh, syw,
+    def _load_dpre(g_base, y_base, mp, hh, ww, H, W, sgh, sgw, syh, syw,
                    HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-        """Gradient w.r.t. the pre-activation at rows hh, columns ww (zero outside the plane)."""
-        m = ((hh >= 0) & (hh < H))[:, None] & ((ww >= 0) & (ww < W))[None, :]
-        g = tl.load(g_base + (hh * sgh)[:, None] + (ww * sgw)[None, :], mask=m, other=0.0).to(ACC)
+        """d(loss)/d(pre-activation) at rows hh, columns ww of planes mp (zero outside the planes)."""
+        m = mp[:, None, None] & ((hh >= 0) & (hh < H))[None, :, None] & ((ww >= 0) & (ww < W))[None, None, :]
+        g = tl.load(g_base + ((hh * sgh)[None, :, None] + (ww * sgw)[None, None, :]), mask=m, other=0.0)
+        g = g.to(ACC)
         if HAS_ACT:
-            y = tl.load(y_base + (hh * syh)[:, None] + (ww * syw)[None, :], mask=m, other=0.0)
-            g = tl.where(y > 0, g, g * NEG_SLOPE)
+            # compare in ACC: bf16 comparisons read the raw bits in the CPU interpreter (triton 3.9)
+            y_ptrs = y_base + ((hh * syh)[None, :, None] + (ww * syw)[None, None, :])
+            y = tl.load(y_ptrs, mask=m, other=0.0)
+            g = tl.where(y.to(ACC) > 0, g, g * NEG_SLOPE)
         return g
 
     @triton.jit
     def _idr_ddc_bwd_kernel(
         g_ptr, x_ptr, w_ptr, y_ptr, gx_ptr, gw_ptr,
-        C, H, W, NT_W,
+        NP, C, H, W,
         sgb, sgc, sgh, sgw,
         sxb, sxc, sxh, sxw,
         swb, swc, swh, sww,
         syb, syc, syh, syw,
-        K: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+        K: tl.constexpr, KK_PAD: tl.constexpr,
+        PB: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CHUNK_H: tl.constexpr,
         HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr,
-        NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
+        NEED_DX: tl.constexpr, NEED_DW: tl.constexpr, IDX: tl.constexpr,
     ):  # fmt: skip
-        """One tile: grad_x of the tile, and the tile's K*K grad_w partial sums.
+        """One tile (same geometry as the forward): grad_x of the tile, and the tile's K*K grad_w partial
+        sums, accumulated over the row chunks in registers and stored once.
 
         gw_ptr is grad_w itself (one tile per plane) or the workspace [planes, tiles, K*K]; element
-        (plane, tile, tap) lives at (plane * tiles + tile) * K*K + tap in both cases.
+        (plane, tile, tap) lives at (plane * tiles + tile) * K*K + tap in both cases (tiles = 1 for grad_w).
         """
         P: tl.constexpr = K // 2
-        pid_p = tl.program_id(0).to(tl.int64)
+        KK: tl.constexpr = K * K
+        pp = tl.program_id(0).to(tl.int64) * PB + tl.arange(0, PB)
+        mp = pp < NP
+        b = pp // C
+        c = pp % C
+        g_base = g_ptr + (b * sgb + c * sgc)[:, None, None]
+        x_base = x_ptr + (b * sxb + c * sxc)[:, None, None]
+        y_base = y_ptr + (b * syb + c * syc)[:, None, None]
+        gx_base = gx_ptr + (pp * H * W)[:, None, None]
+        w_ptrs = w_ptr + b * swb + c * swc
+
         pid_h = tl.program_id(1)
         pid_w = tl.program_id(2)
-        b = pid_p // C
-        c = pid_p % C
-        g_base = g_ptr + b * sgb + c * sgc
-        x_base = x_ptr + b * sxb + c * sxc
-        w_base = w_ptr + b * swb + c * swc
-        y_base = y_ptr + b * syb + c * syc
+        h0 = pid_h * BLOCK_H
+        offs_w = (pid_w * BLOCK_W + tl.arange(0, BLOCK_W)).to(IDX)
+        m_w = (offs_w < W)[None, None, :]
+        taps = tl.arange(0, KK_PAD)[None, :]
+        dw = tl.zeros((PB, KK_PAD), dtype=ACC)  # this tile's grad_w partials
 
-        offs_h = pid_h.to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
-        offs_w = pid_w.to(tl.int64) * BLOCK_W + tl.arange(0, BLOCK_W)
+        n_chunks = tl.cdiv(tl.minimum(H - h0, BLOCK_H), CHUNK_H)
+        for ci in range(n_chunks):
+            offs_h = (h0 + ci * CHUNK_H + tl.arange(0, CHUNK_H)).to(IDX)
+            # dpre at the chunk's own positions (0 outside the planes): grad_w's operand, grad_x's centre tap
+            dpre = _load_dpre(g_base, y_base, mp, offs_h, offs_w, H, W, sgh, sgw, syh, syw,
+                              HAS_ACT, NEG_SLOPE, ACC)  # fmt: skip
 
-        # dpre at the tile's own positions (zero outside the plane): the grad_w operand and grad_x's centre tap
-        dpre = _load_dpre(g_base, y_base, offs_h, offs_w, H, W, sgh, sgw, syh, syw, HAS_ACT, NEG_SLOPE, ACC)
+            if NEED_DX:
+                # dx[h, w] = sum_ij w[i, j] * dpre[h - (i - P), w - (j - P)]
+                dx = tl.zeros((PB, CHUNK_H, BLOCK_W), dtype=ACC)
+                for i in tl.static_range(K):
+                    for j in tl.static_range(K):
+                        wv = tl.load(w_ptrs + (i * swh + j * sww), mask=mp, other=0.0).to(ACC)[:, None, None]
+                        if i == P and j == P:
+                            dx += dpre * wv
+                        else:
+                            d = _load_dpre(g_base, y_base, mp, offs_h + (P - i), offs_w + (P - j),
+                                           H, W, sgh, sgw, syh, syw, HAS_ACT, NEG_SLOPE, ACC)  # fmt: skip
+                            dx += d * wv
+                m_out = mp[:, None, None] & (offs_h < H)[None, :, None] & m_w
+                gx_ptrs = gx_base + ((offs_h * W)[None, :, None] + offs_w[None, None, :])
+                tl.store(gx_ptrs, dx.to(gx_ptr.dtype.element_ty), mask=m_out)
 
-        if NEED_DX:
-            # dx[h, w] = sum_ij w[i, j] * dpre[h - (i - P), w - (j - P)]
-            dx = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
-            for i in tl.static_range(K):
-                for j in tl.static_range(K):
-                    wv = tl.load(w_base + i * swh + j * sww).to(ACC)
-                    if i == P and j == P:
-                        dx += dpre * wv
-                    else:
-                        d = _load_dpre(g_base, y_base, offs_h + (P - i), offs_w + (P - j), H, W,
-                                       sgh, sgw, syh, syw, HAS_ACT, NEG_SLOPE, ACC)  # fmt: skip
-                        dx += d * wv
-            m_out = (offs_h < H)[:, None] & (offs_w < W)[None, :]
-            gx_offs = pid_p * H * W + (offs_h * W)[:, None] + offs_w[None, :]
-            tl.store(gx_ptr + gx_offs, dx.to(gx_ptr.dtype.element_ty), mask=m_out)
+            if NEED_DW:
+                # dw[i, j] += sum over the chunk of dpre[h, w] * x[h + i - P, w + j - P]
+                for i in tl.static_range(K):
+                    hh = offs_h + (i - P)
+                    m_row = mp[:, None, None] & ((hh >= 0) & (hh < H))[None, :, None]
+                    row = (hh * sxh)[None, :, None]
+                    for j in tl.static_range(K):
+                        ww = offs_w + (j - P)
+                        m_col = ((ww >= 0) & (ww < W))[None, None, :]
+                        x_ptrs = x_base + (row + (ww * sxw)[None, None, :])
+                        xv = tl.load(x_ptrs, mask=m_row & m_col, other=0.0)
+                        part = tl.sum(tl.sum(dpre * xv.to(ACC), axis=2), axis=1)  # [PB]
+                        dw = tl.where(taps == i * K + j, dw + part[:, None], dw)
 
         if NEED_DW:
-            # dw[i, j] = sum_hw dpre[h, w] * x[h + i - P, w + j - P] over this tile
-            KK: tl.constexpr = K * K
-            gw_base = gw_ptr + (pid_p * (tl.num_programs(1) * tl.num_programs(2)) + pid_h * NT_W + pid_w) * KK
-            for i in tl.static_range(K):
-                hh = offs_h + (i - P)
-                mh = (hh >= 0) & (hh < H)
-                row = hh * sxh
-                for j in tl.static_range(K):
-                    ww = offs_w + (j - P)
-                    mw = (ww >= 0) & (ww < W)
-                    xv = tl.load(
-                        x_base + row[:, None] + (ww * sxw)[None, :], mask=mh[:, None] & mw[None, :], other=0.0
-                    ).to(ACC)
-                    part = tl.sum(dpre * xv)
-                    tl.store(gw_base + (i * K + j), part.to(gw_ptr.dtype.element_ty))
+            tile = pid_h * tl.num_programs(2) + pid_w
+            gw_ptrs = gw_ptr + ((pp * (tl.num_programs(1) * tl.num_programs(2)) + tile) * KK)[:, None] + taps
+            tl.store(gw_ptrs, dw.to(gw_ptr.dtype.element_ty), mask=mp[:, None] & (taps < KK))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # host side
-# ---------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _interpreted() -> bool:
     """True when the kernels were built by the Triton CPU interpreter (TRITON_INTERPRET=1 before import)."""
     from triton.runtime.interpreter import InterpretedFunction
@@ -190,8 +223,8 @@ def unavailable_reason(device_type: str) -> str | None:
     if device_type == "cpu":
         if not _interpreted():
             return (
-                "CPU tensors run only in the Triton interpreter: set TRITON_INTERPRET=1 in the environment before "
-                "importing triton or kdsr_kernels (it is a test path, not a fast one)"
+                "CPU tensors run only in the Triton interpreter: set TRITON_INTERPRET=1 in the environment "
+                "before importing triton or kdsr_kernels (a test path, not a fast one)"
             )
         return None
     if device_type == "cuda":
@@ -202,45 +235,84 @@ def unavailable_reason(device_type: str) -> str | None:
 
 
 def _np2(n: int) -> int:
+    """Smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def pick_config(H: int, W: int, dtype: torch.dtype, max_tile: int = MAX_TILE) -> tuple[int, int, int]:
-    """(BLOCK_H, BLOCK_W, num_warps) for an H x W plane.
+def _np2_floor(n: int) -> int:
+    """Largest power of two <= n (1 for n <= 1)."""
+    return 1 << max(0, int(n).bit_length() - 1)
 
-    The whole plane is one program when its power-of-two box has <= max_tile elements (64x64 -> one program, so
-    grad_w needs no second pass). Larger planes are split: column tiles of 64 or 128 (whichever pads W less;
-    full 128/256-byte rows), widened when there are only a few rows, and as many rows as fit max_tile
-    (1x64x180x320 -> 64x64 tiles, 3x5 per plane). num_warps gives each thread ~16 outputs.
-    dtype is accepted for future per-dtype tuning; the same tiles serve every dtype today.
+
+def pick_config(
+    planes: int,
+    H: int,
+    W: int,
+    dtype: torch.dtype,
+    k: int = 3,
+    interpret: bool = False,
+    max_tile: int = MAX_TILE,
+) -> tuple[int, int, int, int, int]:
+    """(PLANES_PER_PROGRAM, BLOCK_H, BLOCK_W, CHUNK_H, num_warps) for `planes` planes of H x W, kernel k.
+
+    Tile: the whole plane is one program when its power-of-two box has <= max_tile elements (64x64 -> one
+    program, so grad_w needs no second pass). Larger planes are split: column tiles of 64 or 128 (whichever
+    pads W less; full 128/256-byte rows), widened when there are only a few rows, and as many rows as fit
+    max_tile (1x64x180x320 -> 64x64 tiles, 3x5 per plane); on CUDA a tile row is at most one iteration
+    (see Chunk) wide. Small planes are packed several per program: on
+    CUDA only while >= ~1024 programs remain (to fill 132 SMs), in the interpreter as many as fit
+    INTERPRET_MAX_BLOCK elements (each program costs tens of ms there).
+    Chunk: on CUDA a program walks its tile CHUNK_H rows at a time, GPU_ELEMS_PER_THREAD[k] outputs per
+    thread per iteration (halved for float64) with up to GPU_WARPS[k] warps: the k*k shifted loads of an
+    iteration are all in flight, so registers grow with k^2 x outputs per thread (sm_90 ptxas, fp32:
+    k=3 fwd 77 / bwd 116 registers, k=7 ~170 / ~200, no spills). The interpreter does the whole tile in
+    one iteration.
     """
-    if _TILE_OVERRIDE is not None:
-        bh, bw = _TILE_OVERRIDE
+    per_thread, max_warps = GPU_ELEMS_PER_THREAD[k], GPU_WARPS[k]
+    if dtype == torch.float64:
+        per_thread = max(1, per_thread // 2)
+    budget = per_thread * 32 * max_warps  # CUDA: outputs per loop iteration (at least one row of a tile)
+    w_cap = max_tile if interpret else max(128, budget)
+    ph, pw = _np2(H), _np2(W)
+    override = _TILE_OVERRIDE
+    if override is not None:
+        bh, bw = override[0], override[1]
+    elif ph * pw <= max_tile and pw <= w_cap:
+        bh, bw = ph, pw
     else:
-        ph, pw = _np2(H), _np2(W)
-        if ph * pw <= max_tile:
-            bh, bw = ph, pw
+        if pw <= 128:
+            bw = pw
         else:
-            if pw <= 128:
-                bw = pw
-            else:
-                bw = 64 if -(-W // 64) * 64 < -(-W // 128) * 128 else 128
-            bw = max(bw, min(pw, max_tile // ph))
-            bh = min(ph, max_tile // bw)
-    num_warps = max(1, min(8, (bh * bw) // 256))
-    return bh, bw, num_warps
+            bw = 64 if -(-W // 64) * 64 < -(-W // 128) * 128 else 128
+        bw = max(bw, min(pw, max_tile // ph, w_cap))
+        bh = min(ph, max_tile // bw)
+    pb = 1
+    if bh >= H and bw >= W:  # one tile per plane: pack planes
+        box = bh * bw
+        if interpret:
+            pb = max(1, min(_np2(planes), INTERPRET_MAX_BLOCK // box))
+        else:
+            pb = max(1, min(max_tile // box, _np2_floor(planes // 1024), _np2_floor(budget // bw)))
+    if override is not None and override[2] is not None:
+        ch = min(override[2], bh)
+    elif interpret:
+        ch = bh
+    else:
+        ch = max(1, min(bh, budget // (pb * bw)))
+    num_warps = max(1, min(max_warps, (pb * ch * bw) // (32 * per_thread)))
+    return pb, bh, bw, ch, num_warps
 
 
 @contextlib.contextmanager
-def force_tiles(block_h: int, block_w: int):
-    """Test hook: force (BLOCK_H, BLOCK_W) (powers of two) inside the `with` block, e.g. to exercise the
-    multi-tile grad_w workspace reduction on small planes."""
+def force_tiles(block_h: int, block_w: int, chunk_h: int | None = None):
+    """Test hook: force (BLOCK_H, BLOCK_W) and optionally CHUNK_H (powers of two) inside the `with` block,
+    e.g. to exercise the multi-tile grad_w workspace reduction or the row-chunk loop on small planes."""
     global _TILE_OVERRIDE
-    for v in (block_h, block_w):
+    for v in (block_h, block_w, 1 if chunk_h is None else chunk_h):
         if v < 1 or v & (v - 1):
-            raise ValueError(f"force_tiles: tile sizes must be powers of two, got {(block_h, block_w)}")
+            raise ValueError(f"force_tiles: sizes must be powers of two, got {(block_h, block_w, chunk_h)}")
     previous = _TILE_OVERRIDE
-    _TILE_OVERRIDE = (int(block_h), int(block_w))
+    _TILE_OVERRIDE = (int(block_h), int(block_w), None if chunk_h is None else int(chunk_h))
     try:
         yield
     finally:
@@ -257,13 +329,24 @@ def _acc_type(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _launch_geometry(x: torch.Tensor):
+def _launch_geometry(x: torch.Tensor, k: int):
     B, C, H, W = x.shape
-    bh, bw, num_warps = pick_config(H, W, x.dtype)
+    interpret = (not x.is_cuda or _interpreted()) and not CUDA_CONFIG_IN_INTERPRETER
+    pb, bh, bw, ch, num_warps = pick_config(B * C, H, W, x.dtype, k, interpret=interpret)
     nt_h, nt_w = triton.cdiv(H, bh), triton.cdiv(W, bw)
     if nt_h > _MAX_GRID_YZ or nt_w > _MAX_GRID_YZ:
         raise ValueError(f"idr_ddc (triton): plane {H}x{W} needs {nt_h}x{nt_w} tiles, over the grid limit")
-    return (B * C, nt_h, nt_w), bh, bw, num_warps
+    grid = (triton.cdiv(B * C, pb), nt_h, nt_w)
+    return grid, dict(PB=pb, BLOCK_H=bh, BLOCK_W=bw, CHUNK_H=ch, num_warps=num_warps)
+
+
+def _index_type(H: int, W: int, K: int, *tensors: torch.Tensor):
+    """tl.int32 when every offset inside a plane (taps included) fits int32, else tl.int64."""
+    P = K // 2
+    reach = H * W
+    for t in tensors:
+        reach = max(reach, (H + 2 * P) * abs(t.stride(2)) + (W + 2 * P) * abs(t.stride(3)))
+    return tl.int32 if reach < 2**31 - 1 else tl.int64
 
 
 def _device_guard(t: torch.Tensor):
@@ -275,17 +358,18 @@ def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None)
     B, C, H, W = x.shape
     K = weight.shape[-1]
     out = _alloc((B, C, H, W), x.dtype, x.device)
-    grid, bh, bw, num_warps = _launch_geometry(x)
+    grid, cfg = _launch_geometry(x, K)
     with _device_guard(x):
         _idr_ddc_fwd_kernel[grid](
             x, weight, out,
-            C, H, W,
+            B * C, C, H, W,
             *x.stride(), *weight.stride(),
-            K=K, BLOCK_H=bh, BLOCK_W=bw,
+            K=K,
             HAS_ACT=negative_slope is not None,
             NEG_SLOPE=float(negative_slope) if negative_slope is not None else 0.0,
             ACC=_acc_type(x.dtype),
-            num_warps=num_warps,
+            IDX=_index_type(H, W, K, x),
+            **cfg,
         )  # fmt: skip
     return out
 
@@ -299,8 +383,8 @@ def backward(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Fused backward: (grad_x | None, grad_w | None), contiguous, x's dtype. `out` is the saved forward output
-    (needed only with the activation)."""
+    """Fused backward: (grad_x | None, grad_w | None), contiguous, x's dtype. `out` is the saved forward
+    output (needed only with the activation)."""
     if not (need_grad_x or need_grad_w):
         return None, None
     B, C, H, W = x.shape
@@ -308,7 +392,7 @@ def backward(
     has_act = negative_slope is not None
     if has_act and out is None:
         raise ValueError("idr_ddc (triton) backward: the saved output is required when negative_slope is set")
-    grid, bh, bw, num_warps = _launch_geometry(x)
+    grid, cfg = _launch_geometry(x, K)
     n_tiles = grid[1] * grid[2]
 
     grad_x = _alloc((B, C, H, W), x.dtype, x.device) if need_grad_x else None
@@ -328,14 +412,15 @@ def backward(
             grad_out, x, weight, y,
             grad_x if grad_x is not None else dummy,
             ws if ws is not None else dummy,
-            C, H, W, grid[2],
+            B * C, C, H, W,
             *grad_out.stride(), *x.stride(), *weight.stride(), *y.stride(),
-            K=K, BLOCK_H=bh, BLOCK_W=bw,
+            K=K, KK_PAD=_np2(K * K),
             HAS_ACT=has_act,
             NEG_SLOPE=float(negative_slope) if has_act else 0.0,
             ACC=_acc_type(x.dtype),
             NEED_DX=bool(need_grad_x), NEED_DW=bool(need_grad_w),
-            num_warps=num_warps,
+            IDX=_index_type(H, W, K, grad_out, x, y),
+            **cfg,
         )  # fmt: skip
     if need_grad_w and grad_w is None:
         # fixed-order reduction over the tiles of each plane: deterministic

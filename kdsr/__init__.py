@@ -2,7 +2,7 @@
 
 import kdsr
 model = kdsr.KDSRStudent()            # KDSR_S-M, x4, fused kernels
-model = kdsr.load("tiny-iso-x4")      # shipped weights, or a checkpoint path
+model = kdsr.load("tiny-iso-x4-student")  # shipped weights, or a checkpoint path
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _LAZY = {
     "KDSRStudent": "kdsr.models",
     "KDSRTeacher": "kdsr.models",
     "load": "kdsr.models",
-    "upscale": "kdsr.upscale",
+    "upscale": "kdsr.tiling",
     "degradations": "kdsr.degradations",
     "metrics": "kdsr.metrics",
     "data": "kdsr.data",

@@ -1,4 +1,4 @@
-"""kdsr.upscale: untiled, one tile, blended tiles, one degradation estimate per image, bounded tile sizes."""
+"""kdsr.upscale (kdsr/tiling.py): untiled, one tile, blended tiles, one D per image, bounded tiles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import kdsr
-from kdsr.upscale import _axis_weights, estimate_degradation, window_starts
+from kdsr.tiling import _axis_weights, estimate_degradation, window_starts
 
 # Stated tolerance for tiles with less context than the network's receptive field (random-weight tiny model,
 # tile 12, tile_pad 4 < radius 7): measured max |diff| ~2.5e-3, mean ~6e-5 on outputs with std ~0.07.

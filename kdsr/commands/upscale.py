@@ -308,7 +308,7 @@ def upscale_image(
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from kdsr.upscale import upscale
+    from kdsr.tiling import upscale
 
     lr = torch.from_numpy(np.ascontiguousarray(data.rgb.transpose(2, 0, 1))).unsqueeze(0)
     while True:

@@ -22,8 +22,6 @@ blending):
 from __future__ import annotations
 
 import math
-import sys
-import types
 from collections.abc import Callable
 
 import torch
@@ -224,15 +222,3 @@ def _check_degradation(d: torch.Tensor, batch: int, n_feats: int) -> torch.Tenso
     if not d.is_floating_point() or not bool(torch.isfinite(d).all()):
         raise ValueError("degradation must be a finite floating tensor (e.g. from model.encode(lr)[0])")
     return d.expand(batch, -1)
-
-
-class _CallableModule(types.ModuleType):
-    """`kdsr.upscale` is this module (Python binds a package's submodule to its name on import), so the module
-    itself forwards calls to the `upscale` function: `kdsr.upscale(model, image, tile=...)` works however the
-    module was first imported, and `from kdsr.upscale import upscale` too."""
-
-    def __call__(self, *args, **kwargs) -> torch.Tensor:
-        return upscale(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

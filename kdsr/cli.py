@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"kdsr.commands.{name}")
-        except ModuleNotFoundError as exc:  # TODO(skeleton): remove once every command module exists
-            if exc.name != f"kdsr.commands.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"kdsr.commands.{name}").add_parser(sub)
     return parser
 
 

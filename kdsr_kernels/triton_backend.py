@@ -369,6 +369,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None)
             NEG_SLOPE=float(negative_slope) if negative_slope is not None else 0.0,
             ACC=_acc_type(x.dtype),
             IDX=_index_type(H, W, K, x),
+            enable_fp_fusion=True,  # FMAs (Triton 3.10 turns fusion off by default)
             **cfg,
         )  # fmt: skip
     return out
@@ -420,6 +421,7 @@ def backward(
             ACC=_acc_type(x.dtype),
             NEED_DX=bool(need_grad_x), NEED_DW=bool(need_grad_w),
             IDX=_index_type(H, W, K, grad_out, x, y),
+            enable_fp_fusion=True,
             **cfg,
         )  # fmt: skip
     if need_grad_w and grad_w is None:

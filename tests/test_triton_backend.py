@@ -29,6 +29,8 @@ ON_GPU = DEVICE.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
 if tb.unavailable_reason(DEVICE.type) is not None:
     pytest.skip(f"triton backend unavailable: {tb.unavailable_reason(DEVICE.type)}", allow_module_level=True)
 
+# The slope is a constexpr (one GPU compilation per value): the tests use 0.1 (and 0.0 once) to keep the
+# number of compiled variants, i.e. the cold-cache GPU run time, down.
 REL_RMSE = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.2e-2}
 
 
@@ -156,7 +158,7 @@ def test_force_tiles_rejects_non_powers_of_two():
     [
         ((1, 2, 11, 13), 3, (8, 8), 0.1, torch.float32, "nchw"),
         ((1, 2, 11, 13), 7, (8, 8), None, torch.float32, "sliced"),
-        ((1, 1, 9, 13), 5, (4, 4), 0.2, torch.float32, "channels_last"),
+        ((1, 1, 9, 13), 5, (4, 4), 0.1, torch.float32, "channels_last"),
         ((1, 1, 5, 6), 5, (2, 2), 0.1, torch.float32, "nchw"),  # tile smaller than the halo
         ((1, 1, 7, 9), 1, (4, 4), None, torch.float32, "nchw"),
         ((1, 2, 9, 11), 3, (4, 8), 0.1, torch.bfloat16, "nchw"),
@@ -177,7 +179,7 @@ def test_multi_tile_matches_oracle(shape, k, tiles, slope, dtype, layout):
     [
         ((1, 2, 11, 13), 3, (16, 16, 4), 0.1, torch.float32),  # one tile per plane, 3 chunks (last partial)
         ((1, 1, 13, 9), 7, (8, 16, 2), None, torch.float32),  # 2 row tiles x 4 chunks, last tile short
-        ((1, 1, 9, 6), 5, (16, 8, 1), 0.2, torch.bfloat16),  # chunk of one row, rows past H skipped
+        ((1, 1, 9, 6), 5, (16, 8, 1), 0.1, torch.bfloat16),  # chunk of one row, rows past H skipped
         ((3, 3, 5, 7), 3, (8, 8, 2), 0.1, torch.float64),  # packed planes (interpreter) and chunks
     ],
 )
@@ -321,8 +323,7 @@ def test_backward_is_deterministic(tiles):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes are too slow in the interpreter")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("k", [3, 7])
+@pytest.mark.parametrize("dtype,k", [(torch.float32, 3), (torch.bfloat16, 7)])
 def test_gpu_training_shape(dtype, k):
     x, w = _inputs(48, 64, 64, 64, k, dtype, "nchw")
     _check_against_oracle(x, w, 0.1)

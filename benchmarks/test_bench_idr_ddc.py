@@ -31,7 +31,7 @@ SHAPES = {
 }
 BACKENDS = [name for name in available_backends(DEVICE) if not (name == "triton" and DEVICE.type == "cpu")]
 IMPLS = [*BACKENDS, "memcpy"]
-ROUNDS = 30 if DEVICE.type == "cuda" else 10
+ROUNDS = 50 if DEVICE.type == "cuda" else 30
 
 
 def _label(shape) -> str:
@@ -84,7 +84,7 @@ def test_bench_idr_ddc(benchmark, shape_name, pass_, impl):
         threads=torch.get_num_threads(),
         bytes_moved=pass_bytes(shape, K, torch.float32, pass_, True),
     )
-    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=3, iterations=1)
     if benchmark.stats is not None:
         RESULTS.rows.append(
             Row(

@@ -24,7 +24,6 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
-SOURCE_SUFFIXES = (".h", ".cuh", ".cpp", ".cu")
 
 
 def _flags():
@@ -49,7 +48,7 @@ class BuildPyWithSources(build_py):
         target = Path(self.build_lib) / "kdsr_kernels" / "csrc"
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(CSRC.iterdir()):
-            if path.suffix in SOURCE_SUFFIXES:
+            if path.suffix in (".h", ".cuh", ".cpp", ".cu"):
                 shutil.copy2(path, target / path.name)
 
 
@@ -66,11 +65,13 @@ def _extensions_and_commands():
         return [], commands
     build = _flags()
     include_dirs = [str(CSRC)]
+    macros = [("KDSR_SOURCE_HASH", build.source_hash(CSRC))]  # lets kdsr_kernels spot a stale build
     extensions = [
         CppExtension(
             "kdsr_kernels._C",
             [f"csrc/{name}" for name in build.EXTENSIONS["cpu"][2]],
             include_dirs=include_dirs,
+            define_macros=macros,
             extra_compile_args=build.CXX_FLAGS,
             extra_link_args=build.LINK_FLAGS,
         )
@@ -82,6 +83,7 @@ def _extensions_and_commands():
                 "kdsr_kernels._C_cuda",
                 [f"csrc/{name}" for name in build.EXTENSIONS["cuda"][2]],
                 include_dirs=include_dirs,
+                define_macros=macros,
                 extra_compile_args={"cxx": ["-O3"], "nvcc": build.NVCC_FLAGS},
             )
         )

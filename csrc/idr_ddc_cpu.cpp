@@ -180,6 +180,17 @@ int64_t openmp_max_threads() {
 #endif
 }
 
+// Hash of the sources this module was built from (setup.py defines KDSR_SOURCE_HASH; empty for JIT builds).
+#define KDSR_STRINGIFY_(x) #x
+#define KDSR_STRINGIFY(x) KDSR_STRINGIFY_(x)
+std::string source_hash() {
+#ifdef KDSR_SOURCE_HASH
+  return KDSR_STRINGIFY(KDSR_SOURCE_HASH);
+#else
+  return "";
+#endif
+}
+
 }  // namespace kdsr_cpu
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -189,6 +200,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &kdsr_cpu::backward, "fused grad_x / grad_w", py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("out"), py::arg("negative_slope"), py::arg("grad_x"), py::arg("grad_w"),
         py::arg("workspace"));
+  m.def("source_hash", &kdsr_cpu::source_hash, "hash of the csrc/ sources this module was compiled from");
   m.def("num_bands", &kdsr_cpu::num_bands, "row bands per H x W plane (the grad_w workspace's dim 1)");
   m.def("isa", &kdsr_cpu::isa, "instruction set the kernels run with: avx512, avx2, sse2 or baseline");
   m.def("openmp_max_threads", &kdsr_cpu::openmp_max_threads,

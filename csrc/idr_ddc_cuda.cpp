@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <optional>
+#include <string>
 
 #include "idr_ddc.h"
 
@@ -119,6 +120,17 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor&
                "backward launch");
 }
 
+// Hash of the sources this module was built from (setup.py defines KDSR_SOURCE_HASH; empty for JIT builds).
+#define KDSR_STRINGIFY_(x) #x
+#define KDSR_STRINGIFY(x) KDSR_STRINGIFY_(x)
+std::string source_hash() {
+#ifdef KDSR_SOURCE_HASH
+  return KDSR_STRINGIFY(KDSR_SOURCE_HASH);
+#else
+  return "";
+#endif
+}
+
 }  // namespace kdsr_cuda_binding
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -128,5 +140,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &kdsr_cuda_binding::backward, "fused grad_x / grad_w", py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("out"), py::arg("negative_slope"), py::arg("grad_x"), py::arg("grad_w"),
         py::arg("workspace"));
+  m.def("source_hash", &kdsr_cuda_binding::source_hash,
+        "hash of the csrc/ sources this module was compiled from");
   m.def("num_tiles", &kdsr_cuda_binding::num_tiles, "tiles per plane (the grad_w workspace's dim 1)");
 }

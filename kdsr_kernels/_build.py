@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -41,6 +42,7 @@ CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast"]
 LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-lineinfo"]
 
+SOURCE_SUFFIXES = (".h", ".cuh", ".cpp", ".cu")
 _MESSAGE_TAIL = 3000  # characters of compiler output kept in an unavailable_reason
 
 _lock = threading.Lock()
@@ -74,7 +76,9 @@ def _find_or_build(target: str) -> tuple[ModuleType | None, str | None]:
     import_error = "KDSR_FORCE_JIT=1"
     if os.environ.get("KDSR_FORCE_JIT", "0") != "1":
         try:
-            return importlib.import_module(installed), None
+            module = importlib.import_module(installed)
+            _warn_if_stale(module)
+            return module, None
         except ImportError as exc:
             import_error = f"{type(exc).__name__}: {exc}"
     if os.environ.get("KDSR_NO_JIT", "0") == "1":
@@ -108,6 +112,27 @@ def _find_or_build(target: str) -> tuple[ModuleType | None, str | None]:
             "Install a C++ compiler (g++) and ninja"
             + (" and a CUDA toolkit matching torch.version.cuda (nvcc)" if target == "cuda" else "")
             + ", then retry; `pip install --no-build-isolation -e .` builds it ahead of time"
+        )
+
+
+def source_hash(src: Path) -> str:
+    """Hash of the C++/CUDA sources in `src` (compiled into the modules as KDSR_SOURCE_HASH)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in src.iterdir() if p.suffix in SOURCE_SUFFIXES):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "h" + digest.hexdigest()[:16]
+
+
+def _warn_if_stale(module: ModuleType) -> None:
+    """Say so when the sources next to the package differ from those the installed module was built from."""
+    src = source_dir()
+    built_from = getattr(module, "source_hash", lambda: "")()
+    if src is not None and built_from and built_from != source_hash(src):
+        log.warning(
+            "kdsr_kernels: %s was compiled from other sources than %s; rerun "
+            "`pip install --no-build-isolation -e .` (or set KDSR_FORCE_JIT=1) to use the current kernels",
+            module.__name__,
+            src,
         )
 
 

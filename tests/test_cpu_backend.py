@@ -201,3 +201,19 @@ def test_jit_build_from_sources(monkeypatch):
     y = torch.empty_like(x)
     module.forward(x, w, y, 0.1)
     assert torch.allclose(y, reference.forward(x, w, 0.1), atol=1e-5)
+
+
+@needs_cpu_ext
+def test_installed_module_matches_sources_or_warns(monkeypatch, caplog):
+    """A module built by setup.py carries the hash of its sources; a mismatch with csrc/ is reported."""
+    ext, _ = _build.load_extension("cpu")
+    if not ext.source_hash():
+        pytest.skip("a first-use (JIT) build: torch rebuilds it whenever the sources change")
+    with caplog.at_level("WARNING", logger="kdsr_kernels"):
+        _build._warn_if_stale(ext)
+    stale = [r for r in caplog.records if "compiled from other sources" in r.getMessage()]
+    assert not stale, "the installed kdsr_kernels._C is stale: rerun pip install --no-build-isolation -e ."
+    monkeypatch.setattr(_build, "source_hash", lambda src: "h-edited-sources")
+    with caplog.at_level("WARNING", logger="kdsr_kernels"):
+        _build._warn_if_stale(ext)
+    assert any("compiled from other sources" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _build
-from ._alloc import new_buffer
+from . import _build, _compiled
 
 NAME = "cpu"
 DEVICE_TYPES = ("cpu",)
@@ -27,20 +26,14 @@ def unavailable_reason(device_type: str) -> str | None:
     return _build.load_extension("cpu")[1]
 
 
-def _ext():
-    module, reason = _build.load_extension("cpu")
-    if module is None:
-        raise RuntimeError(f"idr_ddc: backend 'cpu' is unavailable: {reason}")
-    return module
+def _workspace_rows(ext, x: torch.Tensor, k: int) -> int:
+    """Row bands per plane: the CPU extension always reduces grad_w through its workspace."""
+    return ext.num_bands(x.shape[2], x.shape[3])
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
     """x (B,C,H,W), weight (B,C,k,k), same CPU dtype -> contiguous (B,C,H,W) output of x's dtype."""
-    ext = _ext()
-    x, weight = x.contiguous(), weight.contiguous()
-    out = new_buffer(tuple(x.shape), x.dtype, x.device)
-    ext.forward(x, weight, out, None if negative_slope is None else float(negative_slope))
-    return out
+    return _compiled.forward(NAME, x, weight, negative_slope)
 
 
 def backward(
@@ -52,20 +45,7 @@ def backward(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(grad_x (B,C,H,W) | None, grad_w (B,C,k,k) | None) of `forward`; `out` is its saved output (used only
-    with an activation: LeakyReLU' = 1 where out > 0, else negative_slope)."""
-    ext = _ext()
-    x, weight = x.contiguous(), weight.contiguous()
-    grad_out = grad_out.to(x.dtype).contiguous()
-    slope = None if negative_slope is None else float(negative_slope)
-    saved = out.contiguous() if slope is not None else None
-    grad_x = new_buffer(tuple(x.shape), x.dtype, x.device) if need_grad_x else None
-    grad_w = workspace = None
-    if need_grad_w:
-        B, C, H, W = x.shape
-        k = weight.shape[-1]
-        grad_w = new_buffer(tuple(weight.shape), weight.dtype, weight.device)
-        workspace = new_buffer((B * C, ext.num_bands(H, W), k * k), torch.float64, x.device)
-    if need_grad_x or need_grad_w:
-        ext.backward(grad_out, x, weight, saved, slope, grad_x, grad_w, workspace)
-    return grad_x, grad_w
+    """(grad_x | None, grad_w | None) of `forward`; see `_compiled.backward`."""
+    return _compiled.backward(
+        NAME, _workspace_rows, grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
+    )

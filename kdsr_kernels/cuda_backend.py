@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _build
-from ._alloc import new_buffer
+from . import _build, _compiled
 
 NAME = "cuda"
 DEVICE_TYPES = ("cuda",)
@@ -29,20 +28,15 @@ def unavailable_reason(device_type: str) -> str | None:
     return _build.load_extension("cuda")[1]
 
 
-def _ext():
-    module, reason = _build.load_extension("cuda")
-    if module is None:
-        raise RuntimeError(f"idr_ddc: backend 'cuda' is unavailable: {reason}")
-    return module
+def _workspace_rows(ext, x: torch.Tensor, k: int) -> int:
+    """Tiles per plane when a plane spans several CTAs; 0 (no workspace) when one CTA stores grad_w."""
+    tiles = ext.num_tiles(x, k)
+    return tiles if tiles > 1 else 0
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k), same CUDA dtype/device -> contiguous (B,C,H,W) output of x's dtype."""
-    ext = _ext()
-    x, weight = x.contiguous(), weight.contiguous()
-    out = new_buffer(tuple(x.shape), x.dtype, x.device)
-    ext.forward(x, weight, out, None if negative_slope is None else float(negative_slope))
-    return out
+    """x (B,C,H,W), weight (B,C,k,k), same CUDA dtype -> contiguous (B,C,H,W) output of x's dtype."""
+    return _compiled.forward(NAME, x, weight, negative_slope)
 
 
 def backward(
@@ -54,22 +48,7 @@ def backward(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(grad_x (B,C,H,W) | None, grad_w (B,C,k,k) | None) of `forward`; `out` is its saved output (used only
-    with an activation: LeakyReLU' = 1 where out > 0, else negative_slope)."""
-    ext = _ext()
-    x, weight = x.contiguous(), weight.contiguous()
-    grad_out = grad_out.to(x.dtype).contiguous()
-    slope = None if negative_slope is None else float(negative_slope)
-    saved = out.contiguous() if slope is not None else None
-    grad_x = new_buffer(tuple(x.shape), x.dtype, x.device) if need_grad_x else None
-    grad_w = workspace = None
-    if need_grad_w:
-        B, C = x.shape[:2]
-        k = weight.shape[-1]
-        grad_w = new_buffer(tuple(weight.shape), weight.dtype, weight.device)
-        tiles = ext.num_tiles(x, k)
-        if tiles > 1:
-            workspace = new_buffer((B * C, tiles, k * k), torch.float64, x.device)
-    if need_grad_x or need_grad_w:
-        ext.backward(grad_out, x, weight, saved, slope, grad_x, grad_w, workspace)
-    return grad_x, grad_w
+    """(grad_x | None, grad_w | None) of `forward`; see `_compiled.backward`."""
+    return _compiled.backward(
+        NAME, _workspace_rows, grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
+    )

@@ -4,15 +4,13 @@ s = KDSRStudent()                          # KDSR_S-M, x4, fused IDR-DDC kernels
 t = KDSRTeacher(variant="L", scale=4)
 sr = s(lr); d, d_prime = s.encode(lr)      # lr (B, 3, H, W) float in [0, 1]
 sr = t(lr, hr); d, d_prime = t.encode(lr, hr)
-s.save("s.pt"); s = load("s.pt")
+s.save("s.safetensors"); s = load("s.safetensors")   # weights + config (JSON metadata); no code runs
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdsr_kernels.ops
+
+from kdsr.atomic import atomic_write, atomic_write_bytes
+from kdsr.safe_load import torch_load
 
 from .checks import MIN_LR_SIZE, check_image
 from .encoder import KDIDE
@@ -43,6 +44,7 @@ VARIANTS: dict[str, dict[str, int]] = {
 PAPER_PARAMS_M = {"M": 5.80, "L": 14.19, "GAN": 18.85}
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SAFETENSORS_SUFFIX = ".safetensors"
 
 
 def canonical_variant(variant: str) -> str:
@@ -151,21 +153,35 @@ class _KDSRModel(nn.Module):
         return blob
 
     def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        """Write config + weights to ONE file, atomically (temp file in the same folder, then os.replace).
+        """Write config + weights to ONE file, atomically (kdsr.atomic: temp + fsync + rename, umask mode).
 
-        `metadata`: optional small dict (str/number/list values) stored under "metadata". Returns the path.
+        `path` ending in ".safetensors" (recommended): the weights as safetensors tensors, format / version /
+        class / config (and `metadata`) as JSON strings in its metadata header. Any other suffix: a torch
+        file holding the `checkpoint()` dict (readable with torch.load(weights_only=True)).
+        `metadata`: optional small dict (str/number/list values). Returns the path.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.checkpoint(metadata), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        blob = self.checkpoint(metadata)
+        if path.suffix == SAFETENSORS_SUFFIX:
+            atomic_write_bytes(path, _safetensors_bytes(blob))
+        else:
+            atomic_write(path, lambda handle: torch.save(blob, handle))
         return path
+
+
+def _safetensors_bytes(blob: dict[str, Any]) -> bytes:
+    from safetensors.torch import save
+
+    header = {
+        "format": blob["format"],
+        "version": str(blob["version"]),
+        "class": blob["class"],
+        "config": json.dumps(blob["config"]),
+    }
+    if "metadata" in blob:
+        header["metadata"] = json.dumps(blob["metadata"])
+    tensors = {k: v.contiguous() for k, v in blob["state_dict"].items()}
+    return save(tensors, metadata=header)
 
 
 class KDSRStudent(_KDSRModel):
@@ -254,7 +270,7 @@ def shipped_names() -> list[str]:
     """Names of the weight files shipped in kdsr/weights/ (loadable with `load(name)`)."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    return sorted(p.name[: -len(SAFETENSORS_SUFFIX)] for p in WEIGHTS_DIR.glob("*" + SAFETENSORS_SUFFIX))
 
 
 def _resolve_path(path_or_name: str | os.PathLike) -> Path:
@@ -263,9 +279,9 @@ def _resolve_path(path_or_name: str | os.PathLike) -> Path:
         return path
     if path.exists():
         raise IsADirectoryError(f"kdsr.load: {str(path)!r} is not a file")
-    name = path.name[: -len(".pt")] if path.name.endswith(".pt") else path.name
-    if str(path_or_name) in (name, f"{name}.pt"):  # a bare name: look in the shipped weights
-        candidate = WEIGHTS_DIR / f"{name}.pt"
+    name = path.name[: -len(SAFETENSORS_SUFFIX)] if path.name.endswith(SAFETENSORS_SUFFIX) else path.name
+    if str(path_or_name) in (name, name + SAFETENSORS_SUFFIX):  # a bare name: look in the shipped weights
+        candidate = WEIGHTS_DIR / (name + SAFETENSORS_SUFFIX)
         if candidate.is_file():
             return candidate
     names = shipped_names()
@@ -276,21 +292,55 @@ def _resolve_path(path_or_name: str | os.PathLike) -> Path:
     )
 
 
-def _read(path: Path) -> Any:
+def _is_safetensors(path: Path) -> bool:
+    """Torch files start with a zip ("PK") or pickle (0x80) magic; safetensors with a u64 length + '{'."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return False
+    return path.suffix == SAFETENSORS_SUFFIX or head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """A safetensors model file -> the checkpoint() dict (weights on CPU); ValueError if malformed."""
+    from safetensors import safe_open
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):
-            raise ValueError(f"kdsr.load: cannot read {path}: it is not a valid torch checkpoint") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"kdsr.load: cannot read {path} as a torch checkpoint ({exc})") from exc
-    # A training checkpoint may hold plain Python objects (e.g. numpy RNG state) the safe loader rejects.
-    warnings.warn(
-        f"kdsr.load: {path} holds non-tensor Python objects; loading it with full unpickling "
-        "(only load checkpoints you trust)",
-        stacklevel=3,
-    )
-    return torch.load(path, map_location="cpu", weights_only=False)
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError / OSError: one line for a malformed file
+        text = str(exc).strip().splitlines()
+        raise ValueError(
+            f"kdsr.load: {str(path)!r} is not a valid safetensors file ({text[0] if text else type(exc).__name__})"
+        ) from None
+    if header.get("format") != FORMAT:
+        raise ValueError(
+            f"kdsr.load: {str(path)!r} is a safetensors file without kdsr metadata (format={FORMAT!r}); "
+            "save models with model.save('model.safetensors')"
+        )
+    try:
+        blob = {
+            "format": FORMAT,
+            "version": int(header.get("version", "")),
+            "class": header.get("class"),
+            "config": json.loads(header["config"]),
+            "state_dict": state,
+        }
+        if "metadata" in header:
+            blob["metadata"] = json.loads(header["metadata"])
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"kdsr.load: {str(path)!r} has malformed kdsr metadata ({exc})") from None
+    return blob
+
+
+def _read(path: Path, trust_pickle: bool = False) -> Any:
+    if _is_safetensors(path):
+        return _read_safetensors(path)
+    try:
+        return torch_load(path, "cpu", trust_pickle=trust_pickle, who="kdsr.load")
+    except ValueError as exc:
+        raise ValueError(f"kdsr.load: {exc}") from None
 
 
 def _model_blob(obj: Any, where: str) -> dict[str, Any]:
@@ -308,14 +358,21 @@ def load(
     path_or_name: str | os.PathLike | dict,
     map_location: str | torch.device | None = None,
     fused_kernels: bool | str | None = None,
+    trust_pickle: bool = False,
 ) -> KDSRStudent | KDSRTeacher:
     """Load a model written by `model.save` (or a training checkpoint holding one under "model").
 
+    No code from the file runs: safetensors files are read as tensors + JSON; torch files with
+    torch.load(weights_only=True). A pickle needing any other Python global raises
+    `kdsr.safe_load.UnsafePickleError` (a ValueError naming the global).
+
     Args:
-        path_or_name: a file path; a shipped model name (kdsr/weights/<name>.pt, e.g. "tiny-iso-x4"); or an
-            already loaded checkpoint dict.
+        path_or_name: a file path (.safetensors or a torch .pt); a shipped model name
+            (kdsr/weights/<name>.safetensors, e.g. "tiny-iso-x4-student"); or an already loaded checkpoint dict.
         map_location: device to put the model on (default CPU); files saved on CUDA load on CPU and back.
         fused_kernels: as in the constructors; None means True.
+        trust_pickle: fully unpickle a torch file the safe loader refuses (prints that it does; runs any code
+            in the file). Only for files you trust.
 
     Returns the KDSRStudent / KDSRTeacher in eval mode.
     """
@@ -323,7 +380,7 @@ def load(
         blob = _model_blob(path_or_name, "the given dict")
     else:
         path = _resolve_path(path_or_name)
-        blob = _model_blob(_read(path), str(path))
+        blob = _model_blob(_read(path, trust_pickle), str(path))
     version = blob.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

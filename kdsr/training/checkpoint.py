@@ -11,66 +11,24 @@ crash (even kill -9) mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from kdsr.atomic import TEMP_PREFIX, atomic_write, remove_stale_temp_files  # noqa: F401 - re-exported
+from kdsr.safe_load import UnsafePickleError, torch_load
+
 CHECKPOINT_FORMAT = "kdsr-train"
 CHECKPOINT_VERSION = 1
-TEMP_PREFIX = ".tmp-"
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save `obj` to `path` atomically (temp file + fsync + os.replace); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual file mode
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete temp files left by a crashed save in `folder`; returns what was removed."""
-    removed = []
-    for tmp in Path(folder).glob(TEMP_PREFIX + "*"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
+    """torch.save `obj` to `path` atomically (kdsr.atomic.atomic_write: temp + fsync + rename, mode
+    0o666 & ~umask); returns the path."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -101,17 +59,22 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
             g.set_state(state["generators"][name])
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint written by the trainer; raises ValueError for other files."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device | None = "cpu", trust_pickle: bool = False
+) -> dict[str, Any]:
+    """Read a training checkpoint written by the trainer, with torch.load(weights_only=True): it holds only
+    tensors, containers and plain values (RNG states as tensors/ints). Raises ValueError for other files,
+    `kdsr.safe_load.UnsafePickleError` (a ValueError) for a pickle that needs other globals unless
+    `trust_pickle` (prints what it does, then unpickles fully)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(
-            f"cannot read checkpoint {str(path)!r} ({exc}); is it a complete kdsr file?"
-        ) from exc
+        ckpt = torch_load(path, map_location, trust_pickle=trust_pickle, who="kdsr train")
+    except UnsafePickleError:
+        raise
+    except ValueError as exc:  # truncated or foreign file
+        raise ValueError(f"{exc}; --resume needs a last.pt/best.pt written by `kdsr train`") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a kdsr training checkpoint (format {CHECKPOINT_FORMAT!r}); "

@@ -118,8 +118,9 @@ def resolve_teacher(name_or_path: str) -> str:
     """Check that a teacher checkpoint path (or shipped name) can be found; return it unchanged."""
     if Path(name_or_path).is_file():
         return name_or_path
-    weights = Path(__file__).resolve().parents[1] / "weights" / f"{name_or_path}.pt"
-    if weights.is_file():
+    from kdsr.models.kdsr_model import shipped_names
+
+    if name_or_path in shipped_names():
         return name_or_path
     raise ConfigError(
         f"teacher checkpoint {name_or_path!r} not found; pass --teacher runs/<teacher run>/last.pt"

@@ -27,7 +27,11 @@ TRUST_HINT = (
 )
 
 
-class UnsafePickleError(ValueError):
+class CheckpointError(ValueError):
+    """A file given as a model / checkpoint cannot be read (CLI: exit code 2)."""
+
+
+class UnsafePickleError(CheckpointError):
     """A pickle needs a Python global the safe loader does not allow; `.refused` is its name."""
 
     def __init__(self, path: str | os.PathLike, refused: str):
@@ -107,7 +111,9 @@ def torch_load(
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - a foreign file can raise anything; report one line
-            raise ValueError(f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(
+                f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)})"
+            ) from exc
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": noise for a file we may refuse anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -116,7 +122,9 @@ def torch_load(
         refused = refused_global(exc, path)
         if refused is not None:
             raise UnsafePickleError(path, refused) from None
-        raise ValueError(f"cannot read {str(path)!r}: it is not a valid torch file ({_first_line(exc)})") from None
+        raise ValueError(
+            f"cannot read {str(path)!r}: it is not a valid torch file ({_first_line(exc)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(
             f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)}); "

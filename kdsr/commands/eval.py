@@ -12,6 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from kdsr.atomic import atomic_write_text
+from kdsr.commands._common import add_trust_checkpoint_flag
+
 
 def add_parser(subparsers) -> None:
     """Register `kdsr eval` and its flags."""
@@ -49,11 +52,12 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--json", dest="json_out", help="also write the results (means, per kernel, per image) here"
     )
+    add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Evaluate and print a table; returns 0, or 1 on bad input."""
+    """Evaluate and print a table; returns 0, 1 on bad input, 2 if the checkpoint cannot be loaded."""
     import torch
 
     import kdsr
@@ -71,10 +75,15 @@ def run(args) -> int:
         model = BICUBIC
     else:
         try:
-            model = kdsr.load(args.checkpoint, map_location=device, fused_kernels=args.fused_kernels)
-        except (FileNotFoundError, ValueError, KeyError) as exc:
+            model = kdsr.load(
+                args.checkpoint,
+                map_location=device,
+                fused_kernels=args.fused_kernels,
+                trust_pickle=args.trust_checkpoint,
+            )
+        except (OSError, ValueError, KeyError) as exc:
             print(f"kdsr eval: cannot load {args.checkpoint!r}: {exc}", file=sys.stderr)
-            return 1
+            return 2
         model_scale = int(getattr(model, "config", {}).get("scale", args.scale))
         if model_scale != args.scale:
             print(f"kdsr eval: the model is x{model_scale} but --scale is {args.scale}", file=sys.stderr)
@@ -98,6 +107,5 @@ def run(args) -> int:
             "noise": args.noise,
             "results": results,
         }
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(payload, indent=2))
+        atomic_write_text(args.json_out, json.dumps(payload, indent=2))
     return 0

@@ -197,6 +197,7 @@ def run(args) -> int:
             result["timings_ms"][name] = times
             print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} |")
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=2)
+        from kdsr.atomic import atomic_write_text
+
+        atomic_write_text(args.json_out, json.dumps(result, indent=2))
     return 0

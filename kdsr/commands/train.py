@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdsr.commands._common import add_trust_checkpoint_flag
+
 
 def add_parser(subparsers) -> None:
     """Register `kdsr train` and its flags."""
@@ -58,6 +60,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
     p.add_argument("--print-config", action="store_true", help="print the final config and exit")
+    add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
@@ -77,9 +80,11 @@ def _cli_overrides(args) -> list[str]:
 
 
 def run(args) -> int:
-    """Build the config, check it, train; returns 0 on success, 1 on a bad config or a diverged run."""
+    """Build the config, check it, train; returns 0 on success, 1 on a bad config or a diverged run,
+    2 when --resume / --teacher cannot be read (or is refused by the safe loader)."""
     import torch
 
+    from kdsr.safe_load import CheckpointError
     from kdsr.training import checkpoint as ckpt_io
     from kdsr.training.config import ConfigError, dump_config, load_config
     from kdsr.training.distributed import init_distributed, shutdown
@@ -92,7 +97,11 @@ def run(args) -> int:
         if args.config is None and args.resume is None:
             raise ConfigError("give --config (a YAML path or shipped name) or --resume runs/<name>/last.pt")
         if args.resume is not None:
-            resume = ckpt_io.load_checkpoint(args.resume)
+            try:
+                resume = ckpt_io.load_checkpoint(args.resume, trust_pickle=args.trust_checkpoint)
+            except (OSError, ValueError) as exc:
+                print(f"kdsr train: --resume: {exc}", file=sys.stderr)
+                return 2
         base = resume["config"] if resume is not None and args.config is None else None
         config = load_config(args.config, _cli_overrides(args), base=base)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -103,8 +112,13 @@ def run(args) -> int:
         return 0
     ctx = init_distributed(config["device"])
     try:
-        trainer = Trainer(config, ctx, resume=resume, progress=not args.no_progress)
+        trainer = Trainer(
+            config, ctx, resume=resume, progress=not args.no_progress, trust_checkpoint=args.trust_checkpoint
+        )
         result = trainer.run(stop_after=args.stop_after)
+    except CheckpointError as exc:
+        print(f"kdsr train: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"kdsr train: {exc}", file=sys.stderr)
         return 1

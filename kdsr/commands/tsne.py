@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kdsr.commands._common import add_trust_checkpoint_flag
+
 
 def add_parser(subparsers) -> None:
     """Register `kdsr tsne` and its flags."""
@@ -35,11 +37,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for crops and t-SNE")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Write the PNG; returns 0, or 1 on bad input."""
+    """Write the PNG; returns 0, 1 on bad input, 2 if a checkpoint cannot be loaded."""
     import torch
 
     import kdsr
@@ -60,10 +63,10 @@ def run(args) -> int:
     scales = set()
     for label, name in zip(labels, args.checkpoint, strict=True):
         try:
-            model = kdsr.load(name, map_location=device)
-        except (FileNotFoundError, ValueError, KeyError) as exc:
+            model = kdsr.load(name, map_location=device, trust_pickle=args.trust_checkpoint)
+        except (OSError, ValueError, KeyError) as exc:
             print(f"kdsr tsne: cannot load {name!r}: {exc}", file=sys.stderr)
-            return 1
+            return 2
         models[label] = model.to(device).eval()
         scales.add(int(model.config["scale"]))
     if len(scales) != 1:

@@ -15,12 +15,14 @@ import argparse
 import os
 import struct
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from kdsr.atomic import atomic_write, atomic_write_bytes
+from kdsr.commands._common import add_trust_checkpoint_flag
 
 SCAN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP"}
@@ -134,17 +136,6 @@ def encode_png16(samples: np.ndarray, icc_profile: bytes | None = None) -> bytes
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_image(path: Path, image: ImageData) -> None:
     """Encode `image` into `path`; the format comes from the suffix (.png / .jpg / .jpeg / .bmp).
 
@@ -167,17 +158,17 @@ def write_image(path: Path, image: ImageData) -> None:
         samples = np.round(stacked * 65535.0).astype(np.uint16)
         if samples.shape[-1] == 1:
             pil = Image.fromarray(samples[..., 0])  # Pillow writes 16-bit grayscale itself
-            _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG", **extra))
+            atomic_write(path, lambda handle: pil.save(handle, format="PNG", **extra))
         else:
             data = encode_png16(samples, image.icc_profile)
-            _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+            atomic_write_bytes(path, data)
         return
     samples = np.round(stacked * 255.0).astype(np.uint8)
     pil = Image.fromarray(samples[..., 0] if samples.shape[-1] == 1 else samples)  # L, LA, RGB or RGBA
     if pil.mode == "LA" and fmt == "BMP":
         pil = pil.convert("RGBA")
     options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
-    _atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options, **extra))
+    atomic_write(path, lambda handle: pil.save(handle, format=fmt, **options, **extra))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -251,6 +242,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)"
     )
+    add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
@@ -365,7 +357,12 @@ def run(args) -> int:
         if args.tile_pad < 0 or args.tile_batch < 1:
             raise ValueError("--tile-pad must be >= 0 and --tile-batch >= 1")
         device = _pick_device(args.device)
-        model = kdsr.load(args.checkpoint, map_location=device, fused_kernels=args.fused_kernels)
+        model = kdsr.load(
+            args.checkpoint,
+            map_location=device,
+            fused_kernels=args.fused_kernels,
+            trust_pickle=args.trust_checkpoint,
+        )
         if not isinstance(model, kdsr.KDSRStudent):
             raise ValueError(
                 f"{args.checkpoint} holds a {type(model).__name__}; upscaling needs a student (a teacher "

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_write_text
 from ..degradations import ANISO_TEST_KERNELS, GAUSSIAN8, degrade, kernel_from_params
 from .io import list_images, modcrop, read_image, read_image_uint8, write_image
 
@@ -142,7 +143,7 @@ def write_benchmark(
         entries.append({"name": pair.name, "lr": lr_rel, "hr": hr_rel, "params": pair.params})
     manifest = {"format": "kdsr-benchmark/1", **(info or {}), "pairs": entries}
     path = out / MANIFEST
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
     return path
 
 

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdsr_kernels.ops
-
 from kdsr.atomic import atomic_write, atomic_write_bytes
 from kdsr.safe_load import torch_load
 
@@ -310,10 +309,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             header = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as exc:  # noqa: BLE001 - SafetensorError / OSError: one line for a malformed file
-        text = str(exc).strip().splitlines()
-        raise ValueError(
-            f"kdsr.load: {str(path)!r} is not a valid safetensors file ({text[0] if text else type(exc).__name__})"
-        ) from None
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ValueError(f"kdsr.load: {str(path)!r} is not a valid safetensors file ({text})") from None
     if header.get("format") != FORMAT:
         raise ValueError(
             f"kdsr.load: {str(path)!r} is a safetensors file without kdsr metadata (format={FORMAT!r}); "
@@ -368,7 +365,8 @@ def load(
 
     Args:
         path_or_name: a file path (.safetensors or a torch .pt); a shipped model name
-            (kdsr/weights/<name>.safetensors, e.g. "tiny-iso-x4-student"); or an already loaded checkpoint dict.
+            (kdsr/weights/<name>.safetensors, e.g. "tiny-iso-x4-student"); or an already loaded
+            checkpoint dict.
         map_location: device to put the model on (default CPU); files saved on CUDA load on CPU and back.
         fused_kernels: as in the constructors; None means True.
         trust_pickle: fully unpickle a torch file the safe loader refuses (prints that it does; runs any code

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdsr.safe_load import CheckpointError
 from kdsr.training import checkpoint as ckpt_io
 from kdsr.training.config import ConfigError, dump_config, validate_config
 from kdsr.training.distributed import DistContext, all_reduce_mean, barrier, local_batch_size
@@ -127,12 +128,16 @@ def resolve_teacher(name_or_path: str) -> str:
     )
 
 
-def build_models(config: dict[str, Any], device: torch.device) -> tuple[nn.Module, nn.Module | None]:
+def build_models(
+    config: dict[str, Any], device: torch.device, trust_checkpoint: bool = False
+) -> tuple[nn.Module, nn.Module | None]:
     """Create (trainable model, frozen teacher or None) for the config's stage, on `device`.
 
     Stage teacher: a fresh KDSRTeacher. Stage student: the teacher is loaded from `config["teacher"]`,
     checked against the configured variant, frozen; the student copies the teacher's SR network and gets
     a fresh encoder (seeded by config seed), as the reference's strict=False load does.
+    The teacher file is read without running code unless `trust_checkpoint` (kdsr.load's trust_pickle);
+    an unreadable or refused teacher file raises kdsr.safe_load.CheckpointError.
     """
     import kdsr
 
@@ -145,7 +150,14 @@ def build_models(config: dict[str, Any], device: torch.device) -> tuple[nn.Modul
             variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides
         )
         return model.to(device), None
-    teacher = kdsr.load(resolve_teacher(config["teacher"]), map_location="cpu", fused_kernels=fused)
+    try:
+        teacher = kdsr.load(
+            resolve_teacher(config["teacher"]), "cpu", fused_kernels=fused, trust_pickle=trust_checkpoint
+        )
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise CheckpointError(f"--teacher {config['teacher']!r}: {exc}") from None
     if type(teacher).__name__ != "KDSRTeacher":
         raise ConfigError(
             f"--teacher {config['teacher']!r} holds a {type(teacher).__name__}, not a KDSRTeacher; "
@@ -170,7 +182,8 @@ def build_models(config: dict[str, Any], device: torch.device) -> tuple[nn.Modul
 class Trainer:
     """Runs one training stage from a validated config (see kdsr.training.config.DEFAULTS).
 
-    `resume` is a checkpoint dict from `checkpoint.load_checkpoint`; `progress` shows tqdm on rank 0.
+    `resume` is a checkpoint dict from `checkpoint.load_checkpoint`; `progress` shows tqdm on rank 0;
+    `trust_checkpoint` lets the teacher file be fully unpickled (see build_models).
     """
 
     def __init__(
@@ -179,6 +192,7 @@ class Trainer:
         ctx: DistContext | None = None,
         resume: dict[str, Any] | None = None,
         progress: bool = True,
+        trust_checkpoint: bool = False,
     ):
         import kdsr
 
@@ -193,7 +207,7 @@ class Trainer:
         self.run_dir = Path(self.log_cfg["out_dir"]) / config["name"]
         self.local_batch = local_batch_size(config["data"]["batch_size"], self.ctx)
 
-        self.model, self.teacher = build_models(config, self.device)
+        self.model, self.teacher = build_models(config, self.device, trust_checkpoint)
         for net in (self.model, self.teacher):
             if net is not None:
                 net.validate_inputs = False  # the trainer builds its inputs; skip the per-call NaN sync

@@ -9,6 +9,7 @@ global raises `UnsafePickleError` naming it, unless the caller opted in with `tr
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickle
@@ -47,7 +48,7 @@ SAFE_MODULES = ("torch", "collections", "_codecs", "numpy.core.multiarray", "num
 
 
 def refused_global(exc: BaseException, path: str | os.PathLike) -> str | None:
-    """The global the safe unpickler refused, or None if `exc` is no such refusal.
+    """The global the safe unpickler refused, or None if `exc` is no such refusal (e.g. a corrupt file).
 
     torch names it in its message for most files; for the rest (e.g. a protocol-4 pickle it stops reading
     at an opcode) the pickle's opcodes are listed, without running them, for the first global outside torch.
@@ -55,11 +56,19 @@ def refused_global(exc: BaseException, path: str | os.PathLike) -> str | None:
     text = str(exc)
     match = re.search(r"GLOBAL (\S+?)(?:\s| was|$)", text)
     if match:
-        return match.group(1)
+        return _python3_name(match.group(1))
     if not re.search(r"Unsupported (operand|class|global)|WeightsUnpickler error", text):
         return None
     found = [name for name in pickle_globals(path) if not name.startswith(SAFE_MODULES)]
-    return found[0] if found else "unknown"
+    return found[0] if found else None  # no foreign global: a corrupt or non-pickle file
+
+
+def _python3_name(dotted: str) -> str:
+    """Protocol-2 pickles store some globals by their Python 2 names (subprocess.call as commands.call);
+    name them as Python 3 would import them."""
+    module, _, name = dotted.rpartition(".")
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
 
 
 def pickle_globals(path: str | os.PathLike) -> list[str]:
@@ -74,7 +83,7 @@ def pickle_globals(path: str | os.PathLike) -> list[str]:
         names, strings, memo = [], [], {}
         for op, arg, _ in pickletools.genops(data):
             if op.name in ("GLOBAL", "INST"):
-                names.append(str(arg).replace(" ", "."))
+                names.append(_python3_name(str(arg).replace(" ", ".")))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 names.append(f"{strings[-2]}.{strings[-1]}")
             elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):

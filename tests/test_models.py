@@ -308,7 +308,7 @@ def test_load_training_checkpoint_dict_and_map_location(tmp_path):
 def test_load_shipped_name(tmp_path, monkeypatch):
     monkeypatch.setattr(kdsr_model, "WEIGHTS_DIR", tmp_path)
     model = kdsr.KDSRStudent("tiny")
-    model.save(tmp_path / "tiny-test-x4.pt")
+    model.save(tmp_path / "tiny-test-x4.safetensors")
     assert kdsr_model.shipped_names() == ["tiny-test-x4"]
     monkeypatch.chdir(tmp_path.parent)  # the bare name is not a path from here
     assert kdsr.load("tiny-test-x4").config == model.config

@@ -20,7 +20,7 @@ from torch import nn
 
 import kdsr_kernels.ops
 from kdsr.atomic import atomic_write, atomic_write_bytes
-from kdsr.safe_load import torch_load
+from kdsr.safe_load import UnsafePickleError, torch_load
 
 from .checks import MIN_LR_SIZE, check_image
 from .encoder import KDIDE
@@ -336,6 +336,8 @@ def _read(path: Path, trust_pickle: bool = False) -> Any:
         return _read_safetensors(path)
     try:
         return torch_load(path, "cpu", trust_pickle=trust_pickle, who="kdsr.load")
+    except UnsafePickleError:
+        raise
     except ValueError as exc:
         raise ValueError(f"kdsr.load: {exc}") from None
 

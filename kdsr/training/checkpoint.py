@@ -74,7 +74,9 @@ def load_checkpoint(
     except UnsafePickleError:
         raise
     except ValueError as exc:  # truncated or foreign file
-        raise ValueError(f"{exc}; --resume needs a last.pt/best.pt written by `kdsr train`") from None
+        raise ValueError(
+            f"cannot read checkpoint: {exc}; --resume needs a last.pt/best.pt written by `kdsr train`"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a kdsr training checkpoint (format {CHECKPOINT_FORMAT!r}); "

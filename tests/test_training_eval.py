@@ -78,7 +78,8 @@ def test_eval_cli_writes_json_for_a_student_and_a_teacher(hr_dir, tmp_path, caps
         assert np.isfinite(res["psnr"]) and 0 < res["ssim"] <= 1
     assert "PSNR" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(student_path), "--hr-dir", str(hr_dir), "--scale", "2"]) == 1
-    assert main(["eval", "--checkpoint", "no-such-model", "--hr-dir", str(hr_dir)]) == 1
+    # an unreadable checkpoint is an input error: exit 2
+    assert main(["eval", "--checkpoint", "no-such-model", "--hr-dir", str(hr_dir)]) == 2
 
 
 def test_tsne_cli_draws_one_panel_per_model(hr_dir, tmp_path):

@@ -21,6 +21,7 @@ blending):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,11 +118,25 @@ class TileRunner:
     to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
 
 
-def torch_runner(model: KDSRStudent, channels_last: bool = False) -> TileRunner:
-    """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype)."""
+def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> TileRunner:
+    """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype).
+
+    low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs run under autocast to it,
+    on channels_last inputs; the SR residual stream, head, upsampler and tail stay in the model's dtype.
+    """
     param = model.sr_net.head.weight
     encoder = model.encoder
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = torch.contiguous_format if low_dtype is None else torch.channels_last
+    autocast = functools.partial(
+        torch.autocast, param.device.type, dtype=low_dtype, enabled=low_dtype is not None
+    )
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return encoder.features(x)
+
+    def sr(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return model.sr_net(x, d, body_dtype=low_dtype)
 
     def to_input(x: torch.Tensor) -> torch.Tensor:
         return x.to(param.device, param.dtype).contiguous(memory_format=fmt)
@@ -129,7 +144,7 @@ def torch_runner(model: KDSRStudent, channels_last: bool = False) -> TileRunner:
     def head(pooled: torch.Tensor) -> torch.Tensor:
         return encoder.head(pooled.to(param.dtype))[0]
 
-    return TileRunner(encoder.features, head, model.sr_net, encoder.receptive_radius, model.scale, to_input)
+    return TileRunner(features, head, sr, encoder.receptive_radius, model.scale, to_input)
 
 
 def estimate_with(
@@ -212,9 +227,10 @@ def upscale(
         tile_batch: windows run per model call (each holding the B images).
         degradation: an explicit D (B, C) or (1, C) to use instead of estimating it from the image.
         progress: optional callback(done, total) called after each tile (encoder tiles, then SR tiles).
-        precision: "fp32" (default; the model's own dtype), "bf16" (autocast bfloat16 + channels_last on
-            CPU or CUDA, for a float32 model), "fp16" (autocast float16, CUDA only) or "auto" (the fastest
-            path measured on the model's device, see benchmarks/RESULTS.md).
+        precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
+            IDR-DCRBs under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its bf16 path;
+            the residual stream, head, upsampler and tail stay float32), "fp16" (the same in float16, CUDA
+            only) or "auto" (the fastest path measured on the model's device, see benchmarks/RESULTS.md).
 
     Returns:
         (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device, in the image's dtype (a (3, H, W)
@@ -229,12 +245,9 @@ def upscale(
         check_image(image, "image")
         degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
         degradation = degradation.to(device, model.sr_net.head.weight.dtype)
-    runner = torch_runner(model, channels_last=precision != "fp32")
-    if precision == "fp32":
-        return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device.type, dtype=dtype):
-        return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
+    low_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    runner = torch_runner(model, low_dtype)
+    return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
 
 
 def upscale_with(

@@ -136,6 +136,8 @@ def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> Ti
             return encoder.features(x)
 
     def sr(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        if low_dtype is None:
+            return model.sr_net(x, d)
         return model.sr_net(x, d, body_dtype=low_dtype)
 
     def to_input(x: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kdsr_kernels
 
+from .checks import _autocast_on
 from .encoder import NEGATIVE_SLOPE, conv3x3
 
 # DIV2K RGB mean used by EDSR/DASR/KDSR (rgb_range 1).
@@ -56,7 +59,7 @@ class IDRDDC(nn.Module):
         """x (B, C, H, W), d (B, C) -> LeakyReLU(dynamic_conv(x)) (B, C, H, W), x's dtype."""
         B, C, H, W = x.shape
         k = KERNEL_SIZE
-        if torch.is_autocast_enabled(x.device.type):  # a custom op is not autocast: take conv's dtype
+        if _autocast_on(x.device.type):  # a custom op is not autocast: take conv's dtype
             x = x.to(torch.get_autocast_dtype(x.device.type))
         weight = self.kernel(d).to(x.dtype).view(B, C, k, k)
         if self.mode == PYTORCH:
@@ -142,7 +145,8 @@ class SRNetwork(nn.Module):
         """
         h = self.head(self.sub_mean(lr))
         x = h
-        with torch.autocast(lr.device.type, dtype=body_dtype, enabled=body_dtype is not None):
+        body = nullcontext() if body_dtype is None else torch.autocast(lr.device.type, dtype=body_dtype)
+        with body:  # no autocast region at all by default (torch.export would wrap one in a sub-graph)
             for block in self.blocks:
                 x = block(x, d)
         x = self.body_conv(x) + h

@@ -121,8 +121,9 @@ class TileRunner:
 def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> TileRunner:
     """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype).
 
-    low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs run under autocast to it,
-    on channels_last inputs; the SR residual stream, head, upsampler and tail stay in the model's dtype.
+    low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs and upsampler run under
+    autocast to it, on channels_last inputs; the SR residual stream, head, body conv and tail stay in the
+    model's dtype (`SRNetwork.forward(body_dtype=...)`).
     """
     param = model.sr_net.head.weight
     encoder = model.encoder
@@ -230,9 +231,9 @@ def upscale(
         degradation: an explicit D (B, C) or (1, C) to use instead of estimating it from the image.
         progress: optional callback(done, total) called after each tile (encoder tiles, then SR tiles).
         precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
-            IDR-DCRBs under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its bf16 path;
-            the residual stream, head, upsampler and tail stay float32), "fp16" (the same in float16, CUDA
-            only) or "auto" (the fastest path measured on the model's device, see benchmarks/RESULTS.md).
+            IDR-DCRBs and upsampler under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its
+            bf16 path; the residual stream, head, body conv and tail stay float32), "fp16" (the same in
+            float16, CUDA only) or "auto" (the fastest path measured on the device, benchmarks/RESULTS.md).
 
     Returns:
         (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device, in the image's dtype (a (3, H, W)

@@ -21,8 +21,10 @@ blending):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -30,6 +32,9 @@ from .models.checks import MIN_LR_SIZE, check_image
 from .models.kdsr_model import KDSRStudent
 
 Progress = Callable[[int, int], None]
+
+# precision="auto" per device type: the fastest path measured in benchmarks/test_bench_inference.py.
+AUTO_PRECISION = {"cpu": "bf16", "cuda": "fp16"}
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -94,6 +99,87 @@ def _check_args(model: KDSRStudent, tile: int | None, tile_pad: int, tile_batch:
         raise ValueError(f"tile_batch must be an int >= 1, got {tile_batch!r}")
 
 
+@dataclass(frozen=True)
+class TileRunner:
+    """What the tiling needs from a network, so PyTorch and onnxruntime share one tiling code path.
+
+    features: (B, 3, h, w) LR patch -> (B, F, h, w) per-pixel encoder features (before the global pool).
+    head: (B, F) pooled features, float64 -> the degradation estimate handed to `sr`.
+    sr: ((N, 3, h, w) LR windows, (N, ...) estimate) -> (N, 3, scale*h, scale*w).
+    encoder_radius: context pixels that make a patch's features equal the whole image's.
+    scale: the upscaling factor. `to_input` casts/moves an LR patch to what `features`/`sr` take.
+    """
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    head: Callable[[torch.Tensor], torch.Tensor]
+    sr: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    encoder_radius: int
+    scale: int
+    to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+
+def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> TileRunner:
+    """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype).
+
+    low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs and upsampler run under
+    autocast to it, on channels_last inputs; the SR residual stream, head, body conv and tail stay in the
+    model's dtype (`SRNetwork.forward(body_dtype=...)`).
+    """
+    param = model.sr_net.head.weight
+    encoder = model.encoder
+    fmt = torch.contiguous_format if low_dtype is None else torch.channels_last
+    autocast = functools.partial(
+        torch.autocast, param.device.type, dtype=low_dtype, enabled=low_dtype is not None
+    )
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return encoder.features(x)
+
+    def sr(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        if low_dtype is None:
+            return model.sr_net(x, d)
+        return model.sr_net(x, d, body_dtype=low_dtype)
+
+    def to_input(x: torch.Tensor) -> torch.Tensor:
+        return x.to(param.device, param.dtype).contiguous(memory_format=fmt)
+
+    def head(pooled: torch.Tensor) -> torch.Tensor:
+        return encoder.head(pooled.to(param.dtype))[0]
+
+    return TileRunner(features, head, sr, encoder.receptive_radius, model.scale, to_input)
+
+
+def estimate_with(
+    runner: TileRunner, image: torch.Tensor, tile: int | None = None, progress: Progress | None = None
+) -> torch.Tensor:
+    """The runner's degradation estimate of a whole image (B, 3, H, W), from tiles of `tile` LR pixels.
+
+    Each tile gets `runner.encoder_radius` pixels of context and only its core's features enter the
+    (float64) average, so the result equals the untiled one up to float summation order.
+    """
+    B, _, H, W = image.shape
+    if tile is None or (H <= tile and W <= tile):
+        feats = runner.features(runner.to_input(image))
+        return runner.head(feats.mean(dim=(2, 3)))
+    radius = runner.encoder_radius
+    rows, cols = range(0, H, tile), range(0, W, tile)
+    total = None
+    done, steps = 0, len(rows) * len(cols)
+    for top in rows:
+        for left in cols:
+            bottom, right = min(top + tile, H), min(left + tile, W)
+            y0, x0 = max(top - radius, 0), max(left - radius, 0)
+            y1, x1 = min(bottom + radius, H), min(right + radius, W)
+            feats = runner.features(runner.to_input(image[:, :, y0:y1, x0:x1]))
+            part = feats[:, :, top - y0 : bottom - y0, left - x0 : right - x0].double().sum(dim=(2, 3))
+            total = part if total is None else total + part
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+    return runner.head(total / (H * W))
+
+
 def estimate_degradation(
     model: KDSRStudent, image: torch.Tensor, tile: int | None = None, progress: Progress | None = None
 ) -> torch.Tensor:
@@ -103,27 +189,21 @@ def estimate_degradation(
     `model.encoder.receptive_radius` pixels of context and only its core's features enter the average.
     Returned on the model's device and dtype.
     """
-    param = model.sr_net.head.weight
-    encoder = model.encoder
-    B, _, H, W = image.shape
-    if tile is None or (H <= tile and W <= tile):
-        return encoder(image.to(param.device, param.dtype))[0]
-    radius = encoder.receptive_radius
-    rows, cols = range(0, H, tile), range(0, W, tile)
-    total = torch.zeros(B, 4 * encoder.n_feats, dtype=torch.float64, device=param.device)
-    done, steps = 0, len(rows) * len(cols)
-    for top in rows:
-        for left in cols:
-            bottom, right = min(top + tile, H), min(left + tile, W)
-            y0, x0 = max(top - radius, 0), max(left - radius, 0)
-            y1, x1 = min(bottom + radius, H), min(right + radius, W)
-            patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype)
-            feats = encoder.features(patch)[:, :, top - y0 : bottom - y0, left - x0 : right - x0]
-            total += feats.double().sum(dim=(2, 3))
-            done += 1
-            if progress is not None:
-                progress(done, steps)
-    return encoder.head((total / (H * W)).to(param.dtype))[0]
+    return estimate_with(torch_runner(model), image, tile, progress)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> the fastest path we measured on `device` (benchmarks/RESULTS.md); checks the name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return AUTO_PRECISION.get(device.type, "fp32")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision='fp16' runs on CUDA only; on CPU use 'bf16' (or 'auto')")
+    return precision
 
 
 def upscale(
@@ -135,6 +215,7 @@ def upscale(
     tile_batch: int = 1,
     degradation: torch.Tensor | None = None,
     progress: Progress | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Super-resolve `image` with a KDSR student, optionally in blended tiles.
 
@@ -149,17 +230,46 @@ def upscale(
         tile_batch: windows run per model call (each holding the B images).
         degradation: an explicit D (B, C) or (1, C) to use instead of estimating it from the image.
         progress: optional callback(done, total) called after each tile (encoder tiles, then SR tiles).
+        precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
+            IDR-DCRBs and upsampler under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its
+            bf16 path; the residual stream, head, body conv and tail stay float32), "fp16" (the same in
+            float16, CUDA only) or "auto" (the fastest path measured on the device, benchmarks/RESULTS.md).
 
     Returns:
         (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device, in the image's dtype (a (3, H, W)
         input gives B = 1). Runs under torch.no_grad().
     """
     _check_args(model, tile, tile_pad, tile_batch)
+    device = model.sr_net.head.weight.device
+    precision = resolve_precision(precision, device)
+    if degradation is not None:
+        if isinstance(image, torch.Tensor) and image.dim() == 3:
+            image = image.unsqueeze(0)
+        check_image(image, "image")
+        degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
+        degradation = degradation.to(device, model.sr_net.head.weight.dtype)
+    low_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    runner = torch_runner(model, low_dtype)
+    return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
+
+
+def upscale_with(
+    runner: TileRunner,
+    image: torch.Tensor,
+    tile: int | None = None,
+    tile_pad: int = 10,
+    tile_batch: int = 1,
+    degradation: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """`upscale` for any TileRunner (PyTorch or onnxruntime); same arguments and result as `upscale`.
+
+    `degradation`, when given, is the (B, ...) estimate `runner.sr` takes, used instead of estimating it.
+    """
     if isinstance(image, torch.Tensor) and image.dim() == 3:
         image = image.unsqueeze(0)
     check_image(image, "image")
-    param = model.sr_net.head.weight
-    s = model.scale
+    s = runner.scale
     B, _, H, W = image.shape
     win_h = H if tile is None else min(tile + 2 * tile_pad, H)
     win_w = W if tile is None else min(tile + 2 * tile_pad, W)
@@ -176,13 +286,14 @@ def upscale(
             progress(done, total_steps)
 
     with torch.no_grad():
-        if degradation is None:
-            d = estimate_degradation(model, image, enc_tile, lambda k, _n: report(k))
-        else:
-            d = _check_degradation(degradation, B, model.n_feats).to(param.device, param.dtype)
+        d = (
+            estimate_with(runner, image, enc_tile, lambda k, _n: report(k))
+            if degradation is None
+            else degradation
+        )
         done = total_steps - n_sr
         if single:
-            out = model.sr_net(image.to(param.device, param.dtype), d)
+            out = runner.sr(runner.to_input(image), d)
             report(total_steps)
             return out.clamp_(0, 1).to(image.device, image.dtype)
 
@@ -196,7 +307,7 @@ def upscale(
             tiles = torch.cat(
                 [image[:, :, rows[i] : rows[i] + win_h, cols[j] : cols[j] + win_w] for i, j in group]
             )
-            sr = model.sr_net(tiles.to(param.device, param.dtype), d.repeat(len(group), 1))
+            sr = runner.sr(runner.to_input(tiles), d.repeat(len(group), 1))
             sr = sr.float().to(image.device)
             for k, (i, j) in enumerate(group):
                 weight = (row_w[i].view(-1, 1) * col_w[j].view(1, -1)).to(image.device)

@@ -2,6 +2,8 @@
 
 kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4
 kdsr upscale big.png -o out/ --checkpoint student.pt --tile 256 --device cuda --half
+kdsr upscale photos/ -o out/ --checkpoint student.pt --precision bf16     # fast CPU path
+kdsr upscale photos/ -o out/ --onnx kdsr_s.onnx                           # onnxruntime (kdsr export)
 
 PNG / JPEG / BMP (anything Pillow reads when named explicitly); grayscale images come back grayscale, RGBA
 images get their alpha channel upscaled separately (bicubic), 16-bit PNGs are read and written at 16 bits.
@@ -191,12 +193,18 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)"
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--checkpoint",
-        required=True,
         metavar="PATH_OR_NAME",
         help="student model file (model.save / a training checkpoint) or a shipped weights name "
         "(e.g. tiny-iso-x4)",
+    )
+    source.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="run an exported student (`kdsr export --format onnx -o FILE`) with onnxruntime on the CPU "
+        "instead of PyTorch; same tiling, one whole-image degradation estimate",
     )
     p.add_argument(
         "--tile",
@@ -228,6 +236,13 @@ def add_parser(subparsers) -> None:
         help="run IDR-DDC with the fused kdsr_kernels backends (default) or the plain PyTorch grouped conv",
     )
     p.add_argument("--half", action="store_true", help="run the network in float16 on CUDA (bfloat16 on CPU)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="fp32 (default); bf16: autocast bfloat16 + channels_last (CPU or CUDA); fp16: autocast "
+        "float16 (CUDA); auto: the fastest path measured for the device (benchmarks/RESULTS.md)",
+    )
     p.add_argument(
         "--ext",
         default="auto",
@@ -293,14 +308,29 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def upscale_image(
-    model, data: ImageData, tile: int | None, tile_pad: int, tile_batch: int, device, say
+    model,
+    data: ImageData,
+    tile: int | None,
+    tile_pad: int,
+    tile_batch: int,
+    device,
+    say,
+    precision: str = "fp32",
 ) -> ImageData:
-    """Run the model on one decoded image (retrying in smaller tiles on out-of-memory); returns the result."""
+    """Run the model (a KDSRStudent, or a kdsr.deploy.OnnxStudent) on one decoded image (retrying in
+    smaller tiles on out-of-memory); returns the result."""
+    import functools
+
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from kdsr.tiling import upscale
+
+    if isinstance(model, torch.nn.Module):
+        upscale = functools.partial(upscale, model, precision=precision)
+    else:
+        upscale = model.upscale
 
     lr = torch.from_numpy(np.ascontiguousarray(data.rgb.transpose(2, 0, 1))).unsqueeze(0)
     while True:
@@ -314,7 +344,7 @@ def upscale_image(
                 bar.update(done - bar.n)
 
         try:
-            sr = upscale(model, lr, tile=tile, tile_pad=tile_pad, tile_batch=tile_batch, progress=progress)
+            sr = upscale(lr, tile=tile, tile_pad=tile_pad, tile_batch=tile_batch, progress=progress)
             break
         except Exception as exc:
             if not _is_out_of_memory(exc) or (tile is not None and tile <= MIN_RETRY_TILE):
@@ -339,12 +369,23 @@ def upscale_image(
     return ImageData(rgb, alpha, data.grayscale, data.bits, data.format, data.icc_profile)
 
 
+def _load_onnx(args, device):
+    """The OnnxStudent of --onnx; flags that only apply to the PyTorch path are an error."""
+    from kdsr.deploy.ort_runner import OnnxStudent
+
+    if device.type != "cpu" or args.half or args.precision != "fp32":
+        raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device/--half/--precision")
+    return OnnxStudent(args.onnx, threads=args.threads)
+
+
 def run(args) -> int:
     """Upscale every input; returns 0, 1 if any file failed, 2 on bad arguments / checkpoint / device."""
     import torch
     from tqdm import tqdm
 
     import kdsr
+    import kdsr.tiling
+    from kdsr.deploy.ort_runner import OnnxStudent
 
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -356,14 +397,20 @@ def run(args) -> int:
             raise ValueError(f"--tile must be >= 4, got {args.tile}")
         if args.tile_pad < 0 or args.tile_batch < 1:
             raise ValueError("--tile-pad must be >= 0 and --tile-batch >= 1")
-        device = _pick_device(args.device)
-        model = kdsr.load(
-            args.checkpoint,
-            map_location=device,
-            fused_kernels=args.fused_kernels,
-            trust_pickle=args.trust_checkpoint,
-        )
-        if not isinstance(model, kdsr.KDSRStudent):
+        if args.half and args.precision != "fp32":
+            raise ValueError("--half and --precision both set the precision; use --precision alone")
+        device = _pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
+        if args.onnx is not None:
+            model = _load_onnx(args, device)
+        else:
+            model = kdsr.load(
+                args.checkpoint,
+                map_location=device,
+                fused_kernels=args.fused_kernels,
+                trust_pickle=args.trust_checkpoint,
+            )
+            kdsr.tiling.resolve_precision(args.precision, device)  # fp16 on CPU: a clear error now
+        if not isinstance(model, kdsr.KDSRStudent | OnnxStudent):
             raise ValueError(
                 f"{args.checkpoint} holds a {type(model).__name__}; upscaling needs a student (a teacher "
                 "needs the HR image)"
@@ -390,7 +437,9 @@ def run(args) -> int:
                 raise ValueError(f"output {dst} would overwrite the result of {written[dst.resolve()]}")
             if dst.resolve() == src.resolve():
                 raise ValueError(f"output {dst} would overwrite the input; use another -o or --suffix")
-            result = upscale_image(model, data, args.tile, args.tile_pad, args.tile_batch, device, say)
+            result = upscale_image(
+                model, data, args.tile, args.tile_pad, args.tile_batch, device, say, args.precision
+            )
             write_image(dst, result)
             written[dst.resolve()] = src
         except Exception as exc:  # noqa: BLE001 - report the file, continue with the others

@@ -20,13 +20,13 @@ def usm_sharpen(
 
     blur = G ⊛ img (reflect border); residual = img − blur; mask = |residual|·255 > threshold;
     soft = G ⊛ mask; out = soft·clip(img + weight·residual, 0, 1) + (1 − soft)·img, with G the
-    (2·radius+1)² Gaussian (radius 50 → 51×51, σ 8). kornia's ``unsharp_mask`` has no weight or threshold.
+    ``radius``-sized Gaussian made odd (radius 50 → 51×51, σ 8). kornia's ``unsharp_mask`` has no weight or threshold.
 
     Args: img float (B, C, H, W) in [0, 1], H and W > radius + 1. Returns the same shape and dtype.
     """
     if not isinstance(img, torch.Tensor) or not img.is_floating_point() or img.dim() != 4:
         raise TypeError("usm_sharpen: img must be a float (B, C, H, W) tensor in [0, 1]")
-    size = 2 * radius + 1 if radius % 2 == 0 else radius
+    size = radius + 1 if radius % 2 == 0 else radius  # BasicSR: an even radius 50 becomes a 51 kernel
     if min(img.shape[-2:]) <= size // 2:
         raise ValueError(f"usm_sharpen: image {tuple(img.shape[-2:])} too small for a {size}x{size} blur")
     sigma = cv2_gaussian_sigma(size)

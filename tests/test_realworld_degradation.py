@@ -1,4 +1,4 @@
-"""Real-world (Real-ESRGAN second-order) degradation: kernels, sampler, noise, USM, JPEG, determinism, errors."""
+"""Real-world (Real-ESRGAN second-order) degradation: kernels, sampler, noise, USM, JPEG, determinism."""
 
 import io
 import math

@@ -20,7 +20,8 @@ def usm_sharpen(
 
     blur = G ⊛ img (reflect border); residual = img − blur; mask = |residual|·255 > threshold;
     soft = G ⊛ mask; out = soft·clip(img + weight·residual, 0, 1) + (1 − soft)·img, with G the
-    ``radius``-sized Gaussian made odd (radius 50 → 51×51, σ 8). kornia's ``unsharp_mask`` has no weight or threshold.
+    ``radius``-sized Gaussian made odd (radius 50 → 51×51, σ 8). kornia's ``unsharp_mask`` has no weight
+    or threshold.
 
     Args: img float (B, C, H, W) in [0, 1], H and W > radius + 1. Returns the same shape and dtype.
     """

@@ -131,7 +131,7 @@ class RealWorldBatches:
         idx = torch.randint(len(self.images), (self.batch,), generator=generator).tolist()
         flips = (torch.rand(self.batch, generator=generator) < 0.5).tolist()
         crops = []
-        for i, flip in zip(idx, flips):
+        for i, flip in zip(idx, flips, strict=True):
             img = self.images[i].flip(-1) if flip else self.images[i]
             crops.append(crop_or_pad(img, self.crop_size, generator))
         return torch.stack(crops).float() / 255

@@ -103,7 +103,8 @@ def run(args) -> int:
         pairs = limit_images(pairs, args.max_images)
         name = Path(folder).name
         results[name] = evaluate_model(model, pairs, args.scale, device, progress=True, desc=name)
-    print(f"{args.checkpoint}  x{args.scale}  kernels={args.kernels}  noise={args.noise}")
+    setting = f"paired LR {args.lr_dir}" if args.lr_dir else f"kernels={args.kernels}  noise={args.noise}"
+    print(f"{args.checkpoint}  x{args.scale}  {setting}")
     print(f"{'dataset':<12}{'pairs':>7}{'PSNR':>9}{'SSIM':>9}")
     for name, res in results.items():
         print(f"{name:<12}{res['count']:>7}{res['psnr']:>9.3f}{res['ssim']:>9.4f}")

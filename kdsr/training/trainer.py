@@ -285,6 +285,9 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    def _saves_queue(self) -> bool:
+        return self.realworld is not None and not self.ctx.distributed
+
     def batch_for(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device."""
         seed_value = iteration_seed(self.config["seed"], iteration, self.ctx.rank)
@@ -366,7 +369,8 @@ class Trainer:
             "rng": ckpt_io.capture_rng_state(),
             "config": self.config,
             "best_psnr": self.best_psnr,
-            "pair_queue": self.realworld.queue.state_dict() if self.realworld is not None else None,
+            # Only rank 0 saves, so under DDP the per-rank queues are not kept (they restart empty on resume).
+            "pair_queue": self.realworld.queue.state_dict() if self._saves_queue() else None,
         }
 
     def save(self, filename: str) -> Path:

@@ -106,6 +106,9 @@ for script in benchmarks/gpu_model_check.py benchmarks/gpu_train_check.py; do
   fi
 done
 
+step 40 "real-world degradation B=12 GT 256" python -m pytest -q -p no:cacheprovider \
+  benchmarks/test_bench_realworld.py --benchmark-only --benchmark-columns=median,min,max
+
 ELAPSED=$(($(date +%s) - START))
 if [ "$ELAPSED" -lt 380 ]; then
   step 120 "pytest-benchmark" python -m pytest -q -p no:cacheprovider benchmarks/test_bench_idr_ddc.py \

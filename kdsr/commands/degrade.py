@@ -40,6 +40,13 @@ def add_parser(subparsers) -> None:
         default=0,
         help="seed of the noise; each pair derives its own from it (default: 0)",
     )
+    p.add_argument(
+        "--realworld",
+        action="store_true",
+        help="instead of test kernels, one Real-ESRGAN second-order degradation per image (random blur, "
+        "resize, noise, JPEG, sinc; kdsr.degradations.RealWorldDegradation), seeded by (--seed, image "
+        "name); the parameters drawn for each image go into manifest.json. --kernels/--noise are ignored",
+    )
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (created; files overwritten)")
     p.set_defaults(func=run)
 
@@ -58,6 +65,8 @@ def _parse_kernels(text: str):
 def run(args: argparse.Namespace) -> int:
     from ..data import benchmark_pairs, write_benchmark
 
+    if args.realworld:
+        return _run_realworld(args)
     kernels = _parse_kernels(args.kernels)
     try:
         pairs = benchmark_pairs(
@@ -79,4 +88,24 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(pairs)} LR images ({images} HR images x {len(pairs) // images} kernels) and {manifest}"
     )
+    return 0
+
+
+def _run_realworld(args: argparse.Namespace) -> int:
+    from ..data import write_benchmark
+    from ..data.realworld_benchmark import realworld_pairs
+
+    try:
+        pairs = realworld_pairs(args.hr_dir, args.scale, seed=args.seed, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"kdsr degrade: {exc}")
+        return 2
+    info = {
+        "hr_dir": str(args.hr_dir),
+        "scale": args.scale,
+        "seed": args.seed,
+        "pipeline": "Real-ESRGAN second-order, float64 on CPU (kdsr.degradations.RealWorldDegradation)",
+    }
+    manifest = write_benchmark(pairs, args.out, info)
+    print(f"wrote {len(pairs)} real-world LR/HR pairs and {manifest}")
     return 0

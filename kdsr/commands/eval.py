@@ -36,6 +36,11 @@ def add_parser(subparsers) -> None:
         "--hr-dir", nargs="+", required=True, help="one or more folders of HR images (e.g. Set5 Set14)"
     )
     p.add_argument(
+        "--lr-dir",
+        help="paired-folder mode: score the LR images of this folder against the --hr-dir image of the same "
+        "name (or the name before '_', as `kdsr degrade` writes); no synthetic degradation",
+    )
+    p.add_argument(
         "--kernels", default="gaussian8", help="test kernels: gaussian8 (x4 sigmas 1.8..3.2) or aniso"
     )
     p.add_argument("--scale", type=int, default=4, help="SR scale; must match the model (default 4)")
@@ -90,12 +95,25 @@ def run(args) -> int:
             return 1
         model = model.to(device).eval()
     results = {}
+    if args.lr_dir is not None and len(args.hr_dir) != 1:
+        print("kdsr eval: --lr-dir takes exactly one --hr-dir (its HR partner folder)", file=sys.stderr)
+        return 1
     for folder in args.hr_dir:
-        pairs = kdsr.data.benchmark_pairs(folder, args.scale, kernels=args.kernels, noise=args.noise)
+        if args.lr_dir is not None:
+            from kdsr.data.realworld_benchmark import paired_folder_pairs
+
+            try:
+                pairs = paired_folder_pairs(args.lr_dir, folder, args.scale)
+            except (FileNotFoundError, ValueError) as exc:
+                print(f"kdsr eval: {exc}", file=sys.stderr)
+                return 1
+        else:
+            pairs = kdsr.data.benchmark_pairs(folder, args.scale, kernels=args.kernels, noise=args.noise)
         pairs = limit_images(pairs, args.max_images)
         name = Path(folder).name
         results[name] = evaluate_model(model, pairs, args.scale, device, progress=True, desc=name)
-    print(f"{args.checkpoint}  x{args.scale}  kernels={args.kernels}  noise={args.noise}")
+    setting = f"paired LR {args.lr_dir}" if args.lr_dir else f"kernels={args.kernels}  noise={args.noise}"
+    print(f"{args.checkpoint}  x{args.scale}  {setting}")
     print(f"{'dataset':<12}{'pairs':>7}{'PSNR':>9}{'SSIM':>9}")
     for name, res in results.items():
         print(f"{name:<12}{res['count']:>7}{res['psnr']:>9.3f}{res['ssim']:>9.4f}")

@@ -15,7 +15,9 @@ from .kernels import (
     kernel_from_params,
 )
 from .pipeline import ClassicDegradation, add_noise, blur, degrade, quantize
+from .realworld import RealWorldDegradation, RealWorldParams
 from .resize import cubic, imresize, imresize_weights, output_size
+from .usm import usm_sharpen
 
 __all__ = [
     "ANISO_TEST_KERNELS",
@@ -32,4 +34,7 @@ __all__ = [
     "kernel_from_params",
     "output_size",
     "quantize",
+    "RealWorldDegradation",
+    "RealWorldParams",
+    "usm_sharpen",
 ]

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "n_encoder_res": None,
     },
     "degradation": {
-        "kind": "iso",  # iso | aniso
+        "kind": "iso",  # iso | aniso | realworld (Real-ESRGAN second-order, kdsr.degradations.realworld)
         "sig_min": 0.2,
         "sig_max": 4.0,
         "lambda_min": 0.2,
@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
         "val_kernels": "gaussian8",
         "val_noise": 0.0,
         "val_max_images": None,  # None: every image of val_dir
+        "crop_size": 400,  # realworld: GT crop (or reflect-101 pad) before degradation
+        "queue_size": 180,  # realworld: training-pair queue; a multiple of the per-rank batch
     },
     "train": {
         "iters": 485500,
@@ -83,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
 STAGES = ("teacher", "student")
 VARIANTS = ("M", "L", "GAN", "tiny", "small")
 KD_LOSSES = ("kl", "l1", "l2", "none")
-DEGRADATION_KINDS = ("iso", "aniso")
+DEGRADATION_KINDS = ("iso", "aniso", "realworld")
 
 
 class ConfigError(ValueError):
@@ -230,7 +232,7 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
     _require(0 < deg["sig_min"] <= deg["sig_max"], "degradation needs 0 < sig_min <= sig_max")
     _require(0 < deg["lambda_min"] <= deg["lambda_max"], "degradation needs 0 < lambda_min <= lambda_max")
     _require(deg["noise"] >= 0, "degradation.noise must be >= 0")
-    for key in ("lr_patch", "batch_size"):
+    for key in ("lr_patch", "batch_size", "crop_size", "queue_size"):
         _require(isinstance(data[key], int) and data[key] > 0, f"data.{key} must be a positive int")
     for key in ("iters", "lr_decay_iters", "encoder_lr_decay_iters"):
         _require(isinstance(train[key], int) and train[key] > 0, f"train.{key} must be a positive int")

@@ -241,6 +241,7 @@ class Trainer:
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg["ema_decay"]), use_buffers=True
             )
         dcfg = config["data"]
+        self.realworld = self._realworld_batches() if config["degradation"]["kind"] == "realworld" else None
         self.dataset = kdsr.data.HRImageDataset(
             dcfg["train_dir"],
             config["model"]["scale"],
@@ -253,7 +254,7 @@ class Trainer:
         deg = config["degradation"]
         self.degradation = kdsr.degradations.ClassicDegradation(
             scale=config["model"]["scale"],
-            kind=deg["kind"],
+            kind=deg["kind"] if self.realworld is None else "iso",
             sigma=(deg["sig_min"], deg["sig_max"]),
             lambdas=(deg["lambda_min"], deg["lambda_max"]),
             noise=(0.0, deg["noise"]),
@@ -282,11 +283,33 @@ class Trainer:
 
         return limit_images(pairs, dcfg["val_max_images"])
 
+    def _realworld_batches(self):
+        """The real-world batch builder (GT crops -> Real-ESRGAN degradation -> pair queue)."""
+        from kdsr.data.realworld import RealWorldBatches
+
+        dcfg, scale = self.config["data"], self.config["model"]["scale"]
+        try:
+            return RealWorldBatches(
+                dcfg["train_dir"],
+                scale,
+                gt_size=scale * dcfg["lr_patch"],
+                batch=self.local_batch,
+                crop_size=dcfg["crop_size"],
+                queue_size=dcfg["queue_size"],
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _saves_queue(self) -> bool:
+        return self.realworld is not None and not self.ctx.distributed
+
     def batch_for(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device."""
         seed_value = iteration_seed(self.config["seed"], iteration, self.ctx.rank)
         seed_everything_for(seed_value)
         g = torch.Generator().manual_seed(seed_value)
+        if self.realworld is not None:
+            return self.realworld.next(generator=g, device=self.device)
         indices = torch.randint(len(self.dataset), (self.local_batch,), generator=g).tolist()
         hr = torch.stack([self.dataset[i] for i in indices]).to(self.device, torch.float32)
         lr, _ = self.degradation(hr, generator=g)  # a CPU generator: the same draws on any device
@@ -361,6 +384,8 @@ class Trainer:
             "rng": ckpt_io.capture_rng_state(),
             "config": self.config,
             "best_psnr": self.best_psnr,
+            # Only rank 0 saves, so under DDP the per-rank queues are not kept (they restart empty on resume).
+            "pair_queue": self.realworld.queue.state_dict() if self._saves_queue() else None,
         }
 
     def save(self, filename: str) -> Path:
@@ -388,6 +413,8 @@ class Trainer:
         ckpt_io.restore_rng_state(ckpt["rng"])
         self.iteration = int(ckpt["iteration"])
         self.best_psnr = ckpt.get("best_psnr")
+        if self.realworld is not None and ckpt.get("pair_queue") is not None:
+            self.realworld.queue.load_state_dict(ckpt["pair_queue"])
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

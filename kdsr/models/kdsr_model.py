@@ -342,9 +342,12 @@ def _read(path: Path, trust_pickle: bool = False) -> Any:
         raise ValueError(f"kdsr.load: {exc}") from None
 
 
-def _model_blob(obj: Any, where: str) -> dict[str, Any]:
+def _model_blob(obj: Any, where: str, ema: bool = True) -> dict[str, Any]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj
+    ema_blob = obj.get("ema_model") if isinstance(obj, dict) else None
+    if ema and isinstance(ema_blob, dict) and ema_blob.get("format") == FORMAT:
+        return ema_blob  # a training checkpoint with EMA: its averaged weights are the model (as params_ema)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and obj["model"].get("format") == FORMAT:
         return obj["model"]
     raise ValueError(
@@ -358,6 +361,7 @@ def load(
     map_location: str | torch.device | None = None,
     fused_kernels: bool | str | None = None,
     trust_pickle: bool = False,
+    ema: bool = True,
 ) -> KDSRStudent | KDSRTeacher:
     """Load a model written by `model.save` (or a training checkpoint holding one under "model").
 
@@ -373,14 +377,17 @@ def load(
         fused_kernels: as in the constructors; None means True.
         trust_pickle: fully unpickle a torch file the safe loader refuses (prints that it does; runs any code
             in the file). Only for files you trust.
+        ema: for a training checkpoint trained with `train.ema_decay > 0`, return the EMA weights (what
+            `best.pt` is chosen by and what later stages start from, as Real-ESRGAN's `params_ema`); False
+            returns the raw optimised weights. Ignored for model files.
 
     Returns the KDSRStudent / KDSRTeacher in eval mode.
     """
     if isinstance(path_or_name, dict):
-        blob = _model_blob(path_or_name, "the given dict")
+        blob = _model_blob(path_or_name, "the given dict", ema)
     else:
         path = _resolve_path(path_or_name)
-        blob = _model_blob(_read(path, trust_pickle), str(path))
+        blob = _model_blob(_read(path, trust_pickle), str(path), ema)
     version = blob.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

@@ -1,6 +1,7 @@
 """IDR-DDC: every backend on this machine against one float64 oracle (plain F.conv2d + autograd).
 
-Parametrised over (device, backend) for every backend `kdsr_kernels.available_backends` reports, so the same
+Parametrised over (device, backend) for every backend this machine must run (tests/backend_cases.py: decided
+from what is installed, so a backend that breaks fails here instead of vanishing), so the same
 file checks `reference` and `cpu` here, `triton` in the interpreter (TRITON_INTERPRET=1, set by conftest), and
 `cuda` / `triton` on a GPU machine. Inputs are fresh random draws on every run (no fixed seed).
 """
@@ -12,15 +13,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from backend_cases import ALL_BACKENDS, CASE_IDS, CASES, DEVICES, expected_backends, missing_backends
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kdsr_kernels as kk
 from kdsr_kernels import ops
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-CASES = [(dev, name) for dev in DEVICES for name in kk.available_backends(dev)]
-CASE_IDS = [f"{dev}-{name}" for dev, name in CASES]
 
 # (B, C, H, W, k): B=1, C=1, H or W = 1, H/W smaller than k, odd sizes that are no multiple of any tile.
 SHAPES = [
@@ -292,11 +290,21 @@ def test_device_mismatch_is_rejected():
 
 
 def test_named_backend_that_cannot_run_raises():
-    unusable = [name for name in ops.BACKEND_MODULES if name not in kk.available_backends("cpu")]
+    unusable = [name for name in ALL_BACKENDS if name not in kk.available_backends("cpu")]
     if not unusable:
         pytest.skip("every backend runs on CPU tensors on this machine")
     with pytest.raises(RuntimeError, match="cannot run on cpu"):
         kk.idr_ddc(_x, _w, backend=unusable[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_expected_backend_is_available(device):
+    """The triton distribution installed ⇒ triton runs; CUDA + nvcc ⇒ cuda runs; a C++ compiler ⇒ cpu runs."""
+    missing = missing_backends(device)
+    assert not missing, "; ".join(
+        f"backend {n!r} expected on {device} but unavailable: {r}" for n, r in missing.items()
+    )
+    assert set(expected_backends(device)) <= set(kk.available_backends(device))
 
 
 def test_reference_is_always_available():

@@ -121,8 +121,21 @@ def test_student_starts_from_teacher_sr_network_with_fresh_encoder(folders, tmp_
     assert optimised == {id(p) for p in trainer.model.parameters() if p.requires_grad}  # G and E_S, jointly
 
 
+def _scramble_global_rngs():
+    """Whatever happens between two runs (other code drawing numbers) must not change what is resumed."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1234)
+    np.random.seed(1234)
+    random.seed(1234)
+
+
 @pytest.mark.parametrize("stage", ["teacher", "student", "teacher-ema"])
 def test_resume_gives_identical_losses(folders, tmp_path, stage):
+    """6 iterations split at 3, LR steps at 2 and 4, validations at 2, 4, 6 on both sides of the split:
+    same losses, same LR at every iteration, same best-checkpoint bookkeeping, same weights."""
     train_dir, val_dir = folders
     teacher_path = None
     ema = stage.endswith("-ema")
@@ -133,6 +146,7 @@ def test_resume_gives_identical_losses(folders, tmp_path, stage):
         teacher_path = tmp_path / "pre" / "tiny_iso_x4_teacher" / "last.pt"
     extra = [f"teacher={teacher_path}"] if teacher_path else []
     extra += ["train.ema_decay=0.9"] if ema else []
+    extra += ["train.lr_decay_iters=2", "train.gamma=0.5"]
     n = 6
     name = f"tiny_iso_x4_{stage}"
     full = Trainer(
@@ -140,20 +154,53 @@ def test_resume_gives_identical_losses(folders, tmp_path, stage):
     ).run()
     cfg_b = load_config(name, [*tiny_overrides(train_dir, tmp_path / "b", val_dir, n), *extra])
     first = Trainer(cfg_b, progress=False).run(stop_after=n // 2)
-    assert first.iteration == n // 2
-    torch.manual_seed(1234)  # whatever happens between the runs must not matter
+    assert first.iteration == n // 2 and first.best_psnr is not None  # a validation ran before the split
+    _scramble_global_rngs()
     resumed_ckpt = ckpt_io.load_checkpoint(first.run_dir / "last.pt")
-    second = Trainer(resumed_ckpt["config"], resume=resumed_ckpt, progress=False).run()
+    resumed = Trainer(resumed_ckpt["config"], resume=resumed_ckpt, progress=False)
+    assert resumed.best_psnr == first.best_psnr, "best_psnr was not restored from the checkpoint"
+    second = resumed.run()
     assert len(full.losses) == n
     assert first.losses + second.losses == full.losses  # bit-identical floats
+
+    lr_full = [float(r["lr"]) for r in _csv_rows(full.run_dir / "train_log.csv")]
+    lr_split = [float(r["lr"]) for r in _csv_rows(second.run_dir / "train_log.csv")]
+    assert len(lr_full) == n and len(set(lr_full[n // 2 :])) == 2, lr_full  # a step after the split
+    assert lr_split == lr_full, f"LR per iteration differs after resume: {lr_split} vs {lr_full}"
+
+    assert second.best_psnr == full.best_psnr
+    best_a = ckpt_io.load_checkpoint(full.run_dir / "best.pt")
+    best_b = ckpt_io.load_checkpoint(second.run_dir / "best.pt")
+    assert best_a["iteration"] == best_b["iteration"] and best_a["best_psnr"] == best_b["best_psnr"]
+    last_a = ckpt_io.load_checkpoint(full.run_dir / "last.pt")
+    last_b = ckpt_io.load_checkpoint(second.run_dir / "last.pt")
+    assert last_a["best_psnr"] == last_b["best_psnr"] == full.best_psnr
+    assert last_a["scheduler"]["last_epoch"] == last_b["scheduler"]["last_epoch"] == n
     a = kdsr.load(full.run_dir / "last.pt").state_dict()
     b = kdsr.load(second.run_dir / "last.pt").state_dict()
+    assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a)
     if ema:
-        ema_a = ckpt_io.load_checkpoint(full.run_dir / "last.pt")["ema_model"]["state_dict"]
-        ema_b = ckpt_io.load_checkpoint(second.run_dir / "last.pt")["ema_model"]["state_dict"]
+        ema_a = last_a["ema_model"]["state_dict"]
+        ema_b = last_b["ema_model"]["state_dict"]
+        assert ema_a.keys() == a.keys()
         assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
         assert not all(torch.equal(ema_a[k], a[k]) for k in a)  # the average differs from the raw weights
+
+
+def test_batches_depend_on_seed_iteration_and_rank_only(folders, tmp_path):
+    """Which RNG state needs restoring on resume: none of the global ones. Every batch (crops, flips, blur,
+    noise) is reseeded from (seed, iteration, rank), so the iteration counter is the state that matters; the
+    RNG states in the checkpoint are a second line of defence. This checks that reseeding really happens."""
+    train_dir, _ = folders
+    trainer = Trainer(load_config("tiny_iso_x4_teacher", tiny_overrides(train_dir, tmp_path)), progress=False)
+    lr_a, hr_a = trainer.batch_for(3)
+    torch.rand(17)  # advance / scramble the global RNGs between the two draws
+    _scramble_global_rngs()
+    lr_b, hr_b = trainer.batch_for(3)
+    assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+    lr_c, hr_c = trainer.batch_for(4)
+    assert not torch.equal(hr_a, hr_c) and not torch.equal(lr_a, lr_c)
 
 
 def test_cli_resume_continues_the_run_and_rewrites_logs_after_the_checkpoint(folders, tmp_path):

@@ -1,6 +1,6 @@
 """Mutation audit: plant named bugs in a temporary copy of the repo, run the tests that should catch each one.
 
-    python scripts/mutate.py                     # every mutation; table on stdout and in mutation_results.md
+    python scripts/mutate.py                     # every mutation; table on stdout and in runs/mutation_results.md
     python scripts/mutate.py --only ddp-same-data-every-rank resume-scheduler-restarts
     python scripts/mutate.py --list              # names and what each one breaks
     python scripts/mutate.py --skip-builds       # leave out the mutations that rebuild the C++ extension
@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
     parser.add_argument("--skip-builds", action="store_true", help="leave out mutations that rebuild C++")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
-    parser.add_argument("--out", type=Path, default=Path("mutation_results.md"), help="where the table goes")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/mutation_results.md"), help="where the table goes"
+    )
     parser.add_argument("--timeout", type=int, default=900, help="seconds per build and per test run")
     args = parser.parse_args(argv)
     selected = [m for m in MUTATIONS if not args.only or m.name in args.only]
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((m, status, seconds, last))
     table = _table(rows)
     print("\n" + table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table + "\n")
     print(f"\ntable written to {args.out}")
     return 0 if all(status.startswith("caught") for _, status, _, _ in rows) else 1

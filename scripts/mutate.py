@@ -1,6 +1,6 @@
 """Mutation audit: plant named bugs in a temporary copy of the repo, run the tests that should catch each one.
 
-    python scripts/mutate.py                     # every mutation; table on stdout and in runs/mutation_results.md
+    python scripts/mutate.py                     # all; table on stdout and in runs/mutation_results.md
     python scripts/mutate.py --only ddp-same-data-every-rank resume-scheduler-restarts
     python scripts/mutate.py --list              # names and what each one breaks
     python scripts/mutate.py --skip-builds       # leave out the mutations that rebuild the C++ extension

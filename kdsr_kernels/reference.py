@@ -17,8 +17,18 @@ def unavailable_reason(device_type: str) -> str | None:
     return None
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp16/bf16 are computed in float32 and rounded once (the documented contract of every backend)."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W), contiguous NCHW, x's dtype."""
+    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W), contiguous NCHW, x's dtype (fp16/bf16: fp32 math)."""
+    dtype = x.dtype
+    x, weight = x.to(_math_dtype(dtype)), weight.to(_math_dtype(dtype))
     B, C, H, W = x.shape
     k = weight.shape[-1]
     out = F.conv2d(
@@ -26,7 +36,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None)
     ).view(B, C, H, W)
     if negative_slope is not None:
         out = F.leaky_relu(out, negative_slope)
-    return out.contiguous()
+    return out.to(dtype).contiguous()
 
 
 def backward(
@@ -39,6 +49,8 @@ def backward(
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of `forward`; `out` is its saved output (needed only with an activation)."""
+    dtype = x.dtype
+    grad_out, x, weight = (t.to(_math_dtype(dtype)) for t in (grad_out, x, weight))
     B, C, H, W = x.shape
     k = weight.shape[-1]
     if negative_slope is not None:
@@ -56,6 +68,6 @@ def backward(
         B * C,
         [need_grad_x, need_grad_w, False],
     )
-    grad_x = grad_x.view(B, C, H, W).contiguous() if need_grad_x else None
-    grad_w = grad_w.view(B, C, k, k).contiguous() if need_grad_w else None
+    grad_x = grad_x.view(B, C, H, W).to(dtype).contiguous() if need_grad_x else None
+    grad_w = grad_w.view(B, C, k, k).to(dtype).contiguous() if need_grad_w else None
     return grad_x, grad_w

@@ -1,7 +1,13 @@
-"""Test-wide settings: Triton runs in its interpreter on CPU-only machines; kernel outputs start as NaN."""
+"""Test-wide settings: Triton runs in its interpreter on CPU-only machines; kernel outputs start as NaN.
+
+Every test starts from a fresh random seed (KDSR_TEST_SEED=N replays one), printed with the test's output so a
+failure shows how to replay it.
+"""
 
 import os
+import random
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -9,3 +15,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("KDSR_POISON_OUTPUTS", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _replayable_seed(request):
+    """Seed torch / random from KDSR_TEST_SEED or a fresh draw, and print it (shown when the test fails)."""
+    seed = int(os.environ.get("KDSR_TEST_SEED") or random.SystemRandom().randrange(2**31))
+    torch.manual_seed(seed)
+    random.seed(seed)
+    print(f"random seed {seed} (replay: KDSR_TEST_SEED={seed} python -m pytest '{request.node.nodeid}')")
+    yield

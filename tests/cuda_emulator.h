@@ -3,7 +3,9 @@
 // Force-included (g++ -include tests/cuda_emulator.h -x c++ csrc/idr_ddc_fwd.cu ...) ahead of the kernel
 // sources. Every CTA of a launch runs in turn; its threads are real std::threads, so __syncthreads() is a
 // std::barrier over the CTA and __shfl_xor_sync() exchanges values through a per-warp slot array between two
-// warp barriers. __shared__ variables become function-local statics: one copy, used by one CTA at a time.
+// warp barriers. __shared__ variables become function-local statics in one linker section (one copy, used by
+// one CTA at a time) that is filled with 0xFF bytes (NaN for every float type) before each CTA: a kernel that
+// reads shared memory it never wrote sees NaN, as it would see garbage on a GPU, instead of zeros.
 // This checks indexing, staging, halos, reductions and the multi-tile path -- not timing, not memory-model
 // subtleties of a real GPU (e.g. a missing __syncwarp would go unnoticed).
 #pragma once
@@ -13,12 +15,17 @@
 #include <cuda_runtime.h>
 
 #include <barrier>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #undef __shared__
-#define __shared__ static
+#define __shared__ static __attribute__((section("kdsr_emu_shared")))
+
+// Bounds of the section above, provided by the GNU linker (weak: null when a build has no __shared__ at all).
+extern "C" char __start_kdsr_emu_shared[] __attribute__((weak));
+extern "C" char __stop_kdsr_emu_shared[] __attribute__((weak));
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 
@@ -53,6 +60,8 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
+        if (__start_kdsr_emu_shared != nullptr)  // shared memory starts as garbage, not zeros
+          std::memset(__start_kdsr_emu_shared, 0xFF, __stop_kdsr_emu_shared - __start_kdsr_emu_shared);
         std::vector<std::thread> pool;
         pool.reserve(threads);
         for (int t = 0; t < threads; ++t) {

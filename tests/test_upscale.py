@@ -98,6 +98,7 @@ def test_device_memory_is_bounded_by_the_tile_size(model, monkeypatch):
     radius = model.encoder.receptive_radius
     assert len(shapes["sr"]) == len(window_starts(64, 26, 10)) * len(window_starts(56, 26, 10))
     assert all(s[-2] <= tile + 2 * pad and s[-1] <= tile + 2 * pad for s in shapes["sr"])
+    assert shapes["enc"], "the encoder never ran: the all(...) below would be vacuous"
     assert all(s[-2] <= tile + 2 * radius and s[-1] <= tile + 2 * radius for s in shapes["enc"])
 
 

@@ -1,0 +1,260 @@
+"""Mutation audit: plant named bugs in a temporary copy of the repo, run the tests that should catch each one.
+
+    python scripts/mutate.py                     # all; table on stdout and in runs/mutation_results.md
+    python scripts/mutate.py --only ddp-same-data-every-rank resume-scheduler-restarts
+    python scripts/mutate.py --list              # names and what each one breaks
+    python scripts/mutate.py --skip-builds       # leave out the mutations that rebuild the C++ extension
+
+Each mutation replaces one exact snippet of one file (or, for `triton-import-broken`, puts a fake `triton`
+package first on PYTHONPATH), then runs only its test selection with `python -m pytest -x`. "caught" = the
+selection failed; "MISSED" = it passed (a test gap); "not applicable" = the snippet is no longer in the file
+(the code moved on: update the mutation). The working tree is never modified. Runs with OMP_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    what: str  # the bug, in one line
+    path: str  # file to edit, relative to the repo root ("" = environment-only mutation)
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: files and an optional -k selection
+    rebuild: bool = (
+        False  # the C++ extension must be rebuilt in the copy (python setup.py build_ext --inplace)
+    )
+
+
+MUTATIONS = [
+    Mutation(
+        "triton-import-broken",
+        "`import triton` raises ImportError (a fake package first on PYTHONPATH)",
+        "",
+        "",
+        "",
+        ("tests/test_idr_ddc.py", "-k", "expected_backend"),
+    ),
+    Mutation(
+        "resume-scheduler-restarts",
+        "resume does not restore the LR scheduler (the schedule starts over)",
+        "kdsr/training/trainer.py",
+        '        self.scheduler.load_state_dict(ckpt["scheduler"])\n',
+        "",
+        ("tests/test_training_run.py", "-k", "resume_gives and teacher and not ema"),
+    ),
+    Mutation(
+        "resume-best-psnr-lost",
+        "resume forgets best_psnr",
+        "kdsr/training/trainer.py",
+        'self.best_psnr = ckpt.get("best_psnr")',
+        "self.best_psnr = None",
+        ("tests/test_training_run.py", "-k", "resume_gives and teacher and not ema"),
+    ),
+    Mutation(
+        "batch-not-reseeded",
+        "batches are not reseeded per iteration (crops/flips depend on the global RNG history)",
+        "kdsr/training/trainer.py",
+        "        seed_everything_for(seed_value)\n",
+        "",
+        ("tests/test_training_run.py", "-k", "batches_depend"),
+    ),
+    Mutation(
+        "ddp-same-data-every-rank",
+        "every DDP rank draws the same samples (rank left out of the seed)",
+        "kdsr/training/trainer.py",
+        'iteration_seed(self.config["seed"], iteration, self.ctx.rank)',
+        'iteration_seed(self.config["seed"], iteration, 0)',
+        ("tests/test_training_ddp.py", "-k", "teacher"),
+    ),
+    Mutation(
+        "ddp-every-rank-writes",
+        "every DDP rank writes last.pt (not only rank 0)",
+        "kdsr/training/trainer.py",
+        "                if self.ctx.is_main and (\n"
+        '                    self.iteration % self.log_cfg["save_every"]',
+        '                if (\n                    self.iteration % self.log_cfg["save_every"]',
+        ("tests/test_training_ddp.py", "-k", "teacher"),
+    ),
+    Mutation(
+        "reference-bf16-truncating-store",
+        "bf16 results rounded toward zero instead of to nearest",
+        "kdsr_kernels/reference.py",
+        "    return out.to(dtype).contiguous()",
+        "    if dtype == torch.bfloat16:\n"
+        "        out = (out.view(torch.int32) & -65536).view(torch.float32)\n"
+        "    return out.to(dtype).contiguous()",
+        ("tests/test_idr_ddc.py", "-k", "half and reference"),
+    ),
+    Mutation(
+        "reference-half-storage-accumulation",
+        "fp16/bf16 accumulated in storage precision, not float32",
+        "kdsr_kernels/reference.py",
+        "    return torch.float32 if dtype in _HALF else dtype",
+        "    return dtype",
+        ("tests/test_idr_ddc.py", "-k", "half and reference"),
+    ),
+    Mutation(
+        "reference-relu-edge",
+        "LeakyReLU' uses out >= 0 (wrong at slope 0.0, where every negative output is exactly 0)",
+        "kdsr_kernels/reference.py",
+        "torch.where(out > 0, grad_out, grad_out * negative_slope)",
+        "torch.where(out >= 0, grad_out, grad_out * negative_slope)",
+        ("tests/test_idr_ddc.py", "-k", "reference and (fp32 or gradcheck)"),
+    ),
+    Mutation(
+        "cuda-relu-edge",
+        "CUDA LeakyReLU' gate uses >= 0",
+        "csrc/idr_ddc_cuda.cuh",
+        "!(gate > A(0))",
+        "!(gate >= A(0))",
+        ("tests/test_cuda_compile.py", "-k", "match_oracle"),
+    ),
+    Mutation(
+        "cuda-grad-w-only-broken",
+        "CUDA backward computes grad_w only when grad_x is requested too",
+        "csrc/idr_ddc_bwd.cu",
+        "const bool need_gw = grad_w != nullptr;",
+        "const bool need_gw = grad_w != nullptr && grad_x != nullptr;",
+        ("tests/test_cuda_compile.py", "-k", "each_needed"),
+    ),
+    Mutation(
+        "cuda-halo-not-zeroed",
+        "CUDA tile staging leaves the out-of-plane halo unwritten (relies on zeroed shared memory)",
+        "csrc/idr_ddc_cuda.cuh",
+        "for (int e = 0; e < kVec; ++e) dst[e] = A(0);",
+        "for (int e = 0; e < kVec; ++e) (void)dst;",
+        ("tests/test_cuda_compile.py", "-k", "match_oracle"),
+    ),
+    Mutation(
+        "cuda-workspace-rows-short",
+        "cuda_backend sizes the grad_w workspace one tile short",
+        "kdsr_kernels/cuda_backend.py",
+        "return tiles if tiles > 1 else 0",
+        "return tiles - 1 if tiles > 1 else 0",
+        ("tests/test_cuda_compile.py", "-k", "workspace_sizing"),
+    ),
+    Mutation(
+        "cpu-isa-avx512-downgraded",
+        "KDSR_CPU_ISA=avx512 silently runs AVX2 on an AVX-512 CPU",
+        "csrc/idr_ddc_cpu.cpp",
+        'if (avx512 && (cap.empty() || cap == "avx512")) return CpuIsa::avx512;',
+        'if (false && avx512 && (cap.empty() || cap == "avx512")) return CpuIsa::avx512;',
+        ("tests/test_cpu_backend.py", "-k", "instruction_set and avx512"),
+        rebuild=True,
+    ),
+]
+
+
+def _copy_repo(dest: Path) -> None:
+    """The working tree (with its built extension), without .git and caches."""
+    ignore = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".ruff_cache", "runs", "build")
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
+
+
+def _apply(m: Mutation, root: Path, env: dict[str, str]) -> bool:
+    """Plant `m` in the copy at `root`; False when its snippet is not (exactly once) in the file."""
+    if not m.path:  # environment mutation: a triton that cannot be imported
+        fake = root / "_fake_site" / "triton"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text('raise ImportError("planted by scripts/mutate.py")\n')
+        env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env.get("PYTHONPATH", "")])
+        return True
+    target = root / m.path
+    text = target.read_text()
+    if text.count(m.old) != 1:
+        return False
+    target.write_text(text.replace(m.old, m.new))
+    return True
+
+
+def run_one(m: Mutation, timeout: int) -> tuple[str, float, str]:
+    """(status, seconds, last output line) of one mutation in its own temporary copy."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"kdsr-mutant-{m.name}-") as tmp:
+        root = Path(tmp) / "repo"
+        _copy_repo(root)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if not _apply(m, root, env):
+            return "not applicable", time.perf_counter() - start, f"snippet not found once in {m.path}"
+        if m.rebuild:
+            build = subprocess.run(
+                [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if build.returncode != 0:
+                return "build failed", time.perf_counter() - start, build.stderr.strip().splitlines()[-1]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *m.tests]
+        try:
+            result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "caught (timeout)", time.perf_counter() - start, f"tests ran over {timeout} s"
+    lines = [line for line in result.stdout.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else result.stderr.strip()[-200:]
+    status = {0: "MISSED", 1: "caught", 5: "no tests selected"}.get(result.returncode, "caught (error)")
+    return status, time.perf_counter() - start, last
+
+
+def _table(rows: list[tuple[Mutation, str, float, str]]) -> str:
+    out = ["| mutation | bug planted | tests run | result | s |", "|---|---|---|---|---|"]
+    for m, status, seconds, _ in rows:
+        tests = " ".join(m.tests).replace("|", "\\|")
+        out.append(f"| `{m.name}` | {m.what} | `{tests}` | **{status}** | {seconds:.0f} |")
+    caught = sum(status.startswith("caught") for _, status, _, _ in rows)
+    out.append("")
+    out.append(f"{caught} of {len(rows)} mutations caught.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
+    parser.add_argument("--skip-builds", action="store_true", help="leave out mutations that rebuild C++")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/mutation_results.md"), help="where the table goes"
+    )
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per build and per test run")
+    args = parser.parse_args(argv)
+    selected = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    if args.only and len(selected) != len(set(args.only)):
+        known = ", ".join(m.name for m in MUTATIONS)
+        parser.error(f"unknown mutation in --only; known: {known}")
+    if args.skip_builds:
+        selected = [m for m in selected if not m.rebuild]
+    if args.list:
+        for m in selected:
+            print(f"{m.name:38s} {m.what}")
+        return 0
+    rows = []
+    for m in selected:
+        status, seconds, last = run_one(m, args.timeout)
+        print(f"{m.name:38s} {status:18s} {seconds:6.0f} s  {last}", flush=True)
+        rows.append((m, status, seconds, last))
+    table = _table(rows)
+    print("\n" + table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table + "\n")
+    print(f"\ntable written to {args.out}")
+    return 0 if all(status.startswith("caught") for _, status, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

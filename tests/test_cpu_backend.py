@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsr_kernels import _build, cpu_backend, ops, reference
+from kdsr_kernels import _build, ops, reference
+from kdsr_kernels import _compiled as cpu_backend
 
 REASON = ops.unavailable_reason("cpu", "cpu")
 needs_cpu_ext = pytest.mark.skipif(REASON is not None, reason=f"cpu backend unavailable: {REASON}")
@@ -112,7 +113,8 @@ def test_gradcheck_float64():
 _ISA_SCRIPT = textwrap.dedent(
     """
     import torch
-    from kdsr_kernels import _build, cpu_backend, reference
+    from kdsr_kernels import _build, reference
+    from kdsr_kernels import _compiled as cpu_backend
     ext, reason = _build.load_extension("cpu")
     assert ext is not None, reason
     print("ISA", ext.isa())
@@ -163,24 +165,24 @@ def test_missing_module_and_failed_build_give_actionable_reason(monkeypatch):
     def fail_build(*args, **kwargs):
         raise RuntimeError("Error building extension: g++: fatal error: no input files (simulated)")
 
-    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
-    monkeypatch.delenv("KDSR_NO_JIT", raising=False)
+    monkeypatch.setenv("KDSR_JIT", "force")
     monkeypatch.setattr(_build, "_cache", {})
     monkeypatch.setattr(_build, "_jit_build", fail_build)
     module, reason = _build.load_extension("cpu")
     assert module is None
     assert "simulated" in reason and "compiler" in reason
 
-    monkeypatch.setenv("KDSR_NO_JIT", "1")
+    monkeypatch.setenv("KDSR_JIT", "off")
     monkeypatch.setattr(_build, "_cache", {})
     module, reason = _build.load_extension("cpu")
-    assert module is None and "KDSR_NO_JIT" in reason and "pip install" in reason
+    assert module is None and "KDSR_JIT=off" in reason and "pip install" in reason
 
 
 def test_named_cpu_backend_raises_the_build_message(monkeypatch):
     failure = (None, "building the cpu extension failed: boom (simulated)")
     monkeypatch.setattr(_build, "_cache", {"cpu": failure})
     monkeypatch.setattr(ops, "_reasons", {})
+    monkeypatch.setattr(ops, "_resolved", {})
     x, w = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3)
     with pytest.raises(RuntimeError, match="boom"):
         ops.idr_ddc(x, w, backend="cpu")
@@ -192,7 +194,7 @@ def test_named_cpu_backend_raises_the_build_message(monkeypatch):
 
 @pytest.mark.skipif(os.environ.get("KDSR_TEST_JIT") != "1", reason="KDSR_TEST_JIT=1 runs it (1-2 min build)")
 def test_jit_build_from_sources(monkeypatch):
-    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
+    monkeypatch.setenv("KDSR_JIT", "force")
     monkeypatch.setattr(_build, "_cache", {})
     module, reason = _build.load_extension("cpu")
     assert module is not None, reason

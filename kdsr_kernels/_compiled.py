@@ -7,8 +7,7 @@ once here).
 cpu: fused C++ kernels (csrc/idr_ddc_cpu*.cpp), one pass forward with LeakyReLU fused and one fused
 backward over (plane, row band) units with `at::parallel_for`; grad_w is reduced over bands in a fixed order,
 so results are bitwise identical for any thread count; AVX-512 / AVX2 / SSE2 picked at run time; float16 /
-bfloat16
-computed in float32 (grad_w sums in float64).
+bfloat16 computed in float32 (grad_w sums in float64).
 cuda: fused CUDA kernels (csrc/idr_ddc_{fwd,bwd}.cu), one CTA per (plane, 64-column tile), grad_w reduced
 without atomics (bitwise reproducible); runs on the current CUDA stream.
 """

@@ -286,7 +286,24 @@ class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
 };
 
 at::Tensor op_forward_autograd(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  if (!at::GradMode::is_enabled() || !(x.requires_grad() || weight.requires_grad())) {
+    // nothing to record: skip the autograd Function's bookkeeping, go straight to the device kernel
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
+                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(x, weight, negative_slope);
+  }
   return IdrDdcFunction::apply(x, weight, negative_slope);
+}
+
+// The public entry for eager Python calls: one pybind conversion, then the dispatcher (autograd, then the CPU or
+// CUDA kernel) -- the same route as torch.ops.kdsr.idr_ddc_compiled without its boxed argument parsing.
+at::Tensor call_idr_ddc(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
+  return op.call(x, weight, negative_slope);
 }
 }  // namespace kdsr_cpu
 
@@ -312,6 +329,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &kdsr_cpu::backward, "fused grad_x / grad_w", py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("out"), py::arg("negative_slope"), py::arg("grad_x"), py::arg("grad_w"),
         py::arg("workspace"));
+  m.def("idr_ddc", &kdsr_cpu::call_idr_ddc,
+        "torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope) through the dispatcher, for eager calls",
+        py::arg("x"), py::arg("weight"), py::arg("negative_slope"));
   m.def("set_poison_outputs", &kdsr_cpu::set_poison_outputs,
         "NaN-fill every output and workspace the operators allocate (KDSR_POISON_OUTPUTS=1)");
   m.def("poison_outputs", &kdsr_cpu::poison_outputs, "whether outputs are NaN-filled");

@@ -22,6 +22,15 @@ from ._alloc import poison_enabled
 DEVICE_TYPES = ("cpu", "cuda")
 
 
+def _not_loaded(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
+    raise RuntimeError("idr_ddc: the compiled extension is not loaded (call unavailable_reason first)")
+
+
+# Eager entry point: the extension's pybind `idr_ddc`, which calls the operator through the dispatcher in C++
+# (same kernels and autograd as torch.ops.kdsr.idr_ddc_compiled, without its boxed argument parsing).
+eager = _not_loaded
+
+
 def _load(target: str) -> str | None:
     """Load the extension for `target` (and the CPU one, which defines the operator schemas) once."""
     cpu, reason = _build.load_extension("cpu")
@@ -29,6 +38,8 @@ def _load(target: str) -> str | None:
         return reason
     cpu.set_poison_outputs(poison_enabled())
     _register_fakes()
+    global eager
+    eager = cpu.idr_ddc
     if target == "cuda":
         cuda, reason = _build.load_extension("cuda")
         if cuda is None:

@@ -232,7 +232,7 @@ def idr_ddc(
         if BACKENDS[name].compiled:
             return torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)
         return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, name)
-    record = _resolve(backend, x.device.type)
+    record = _resolved.get((backend, x.device.type)) or _resolve(backend, x.device.type)
     if record.compiled:
-        return torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)
+        return _compiled.eager(x, weight, negative_slope)
     return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, record.name)

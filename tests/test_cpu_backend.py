@@ -219,3 +219,31 @@ def test_installed_module_matches_sources_or_warns(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="kdsr_kernels"):
         _build._warn_if_stale(ext)
     assert any("compiled from other sources" in r.getMessage() for r in caplog.records)
+
+
+@needs_cpu_ext
+def test_compiled_op_is_registered_in_cpp_with_autograd():
+    """Eager calls reach the C++ kernels through the dispatcher: CPU and Autograd kernels come from C++."""
+    for key in ("CPU", "Autograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("kdsr::idr_ddc_compiled", key), key
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("kdsr::idr_ddc_compiled_backward", "CPU")
+
+
+@needs_cpu_ext
+def test_poison_flag_reaches_the_cpp_allocator():
+    from kdsr_kernels import _alloc
+
+    ext, _ = _build.load_extension("cpu")
+    assert ext.poison_outputs() == _alloc.poison_enabled()
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_opcheck_and_gradcheck_compiled_op(slope):
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(2, 3, 3, 3, dtype=torch.float64) / 3).requires_grad_(True)
+    torch.library.opcheck(torch.ops.kdsr.idr_ddc_compiled, (x, w, slope))
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdsr.idr_ddc_compiled(a, b, slope), (x, w))
+    only_w = torch.autograd.grad(torch.ops.kdsr.idr_ddc_compiled(x.detach(), w, slope).sum(), w)[0]
+    y_ref = reference.forward(x.detach(), w, slope)
+    assert torch.allclose(only_w, torch.autograd.grad(y_ref.sum(), w)[0], atol=1e-10)

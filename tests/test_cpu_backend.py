@@ -174,8 +174,15 @@ def test_missing_module_and_failed_build_give_actionable_reason(monkeypatch):
 
     monkeypatch.setenv("KDSR_JIT", "off")
     monkeypatch.setattr(_build, "_cache", {})
+    installed, *rest = _build.EXTENSIONS["cpu"]
+    monkeypatch.setitem(_build.EXTENSIONS, "cpu", ("kdsr_kernels._C_missing_simulated", *rest))
     module, reason = _build.load_extension("cpu")
     assert module is None and "KDSR_JIT=off" in reason and "pip install" in reason
+
+    monkeypatch.setenv("KDSR_JIT", "sometimes")
+    monkeypatch.setattr(_build, "_cache", {})
+    with pytest.raises(ValueError, match="KDSR_JIT"):
+        _build.load_extension("cpu")
 
 
 def test_named_cpu_backend_raises_the_build_message(monkeypatch):

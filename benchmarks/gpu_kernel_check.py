@@ -116,7 +116,7 @@ def time_passes(module, x, w, grad_out, timer: Timer) -> dict[str, float]:
 
 def float64_reference(x, w, grad_out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, grad_x, grad_w) of the reference backend evaluated in float64."""
-    ref = ops._module("reference")
+    ref = ops.BACKENDS["reference"]
     x64, w64, g64 = x.double(), w.double(), grad_out.double()
     y64 = ref.forward(x64, w64, SLOPE)
     return (y64, *ref.backward(g64, x64, w64, y64, SLOPE, True, True))
@@ -128,7 +128,7 @@ def run(args) -> int:
         print("no CUDA device")
         return 1
     impls = [n for n in ops.available_backends(device) if not (n == "triton" and device.type == "cpu")]
-    for name in ops.BACKEND_MODULES:
+    for name in ops.BACKENDS:
         if name not in impls:
             print(f"- {name}: unavailable on {device.type}: {ops.unavailable_reason(name, device.type)}")
     timer = Timer(device, args.repeats)
@@ -153,7 +153,7 @@ def run(args) -> int:
                 times = {}
                 for impl in impls:
                     label = f"{impl} {shape_name} k{k} {dtype_name}"
-                    module = ops._module(impl)
+                    module = ops.BACKENDS[impl]
                     try:
                         check_case(label, module, x, w, grad_out, reference, failures)
                         times[impl] = time_passes(module, x, w, grad_out, timer)

@@ -43,7 +43,7 @@ def _make_pass(impl: str, shape, pass_: str):
     if impl == "memcpy":
         src, dst = copy_buffers(pass_bytes(shape, K, torch.float32, pass_, True), DEVICE)
         return lambda: dst.copy_(src)
-    module = ops._module(impl)
+    module = ops.BACKENDS[impl]
     B, C, H, W = shape
     x = torch.randn(shape, device=DEVICE)
     w = torch.randn(B, C, K, K, device=DEVICE) / K

@@ -8,8 +8,14 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <torch/autograd.h>
 #include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -191,7 +197,130 @@ std::string source_hash() {
 #endif
 }
 
+
+// ---- The torch operators kdsr::idr_ddc_compiled / kdsr::idr_ddc_compiled_backward -------------------------------
+// Eager calls go dispatcher -> C++: the binding allocates its outputs and workspace itself. Inputs are validated
+// once in Python (kdsr_kernels/_validate.py); the TORCH_CHECKs above stay as the C++ safety net.
+
+// KDSR_POISON_OUTPUTS=1 (read once in Python, set here through set_poison_outputs): NaN-fill every buffer a
+// kernel must overwrite, so an element it forgets shows up as NaN.
+static bool g_poison_outputs = false;
+void set_poison_outputs(bool on) { g_poison_outputs = on; }
+bool poison_outputs() { return g_poison_outputs; }
+
+static at::Tensor new_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
+  return g_poison_outputs ? at::full(shape, NAN, options) : at::empty(shape, options);
+}
+
+at::Tensor op_forward(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = new_buffer(xc.sizes(), xc.options());
+  if (xc.numel() == 0) return y;
+  forward(xc, weight.contiguous(), y, negative_slope);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> op_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                               const at::Tensor& weight, const std::optional<at::Tensor>& out,
+                                               std::optional<double> negative_slope, bool need_grad_x,
+                                               bool need_grad_w) {
+  if (x.numel() == 0) {
+    return {need_grad_x ? at::zeros(x.sizes(), x.options()) : x.new_empty({0}),
+            need_grad_w ? at::zeros(weight.sizes(), weight.options()) : weight.new_empty({0})};
+  }
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor go = grad_out.to(x.scalar_type()).contiguous();
+  std::optional<at::Tensor> saved;
+  if (negative_slope.has_value()) saved = out.value().contiguous();
+  std::optional<at::Tensor> grad_x, grad_w, workspace;
+  if (need_grad_x) grad_x = new_buffer(xc.sizes(), xc.options());
+  if (need_grad_w) {
+    const int64_t K = wc.size(2);
+    grad_w = new_buffer(wc.sizes(), wc.options());
+    workspace = new_buffer({xc.size(0) * xc.size(1), num_bands(xc.size(2), xc.size(3)), K * K},
+                           xc.options().dtype(at::kDouble));
+  }
+  if (need_grad_x || need_grad_w) backward(go, xc, wc, saved, negative_slope, grad_x, grad_w, workspace);
+  return {need_grad_x ? *grad_x : x.new_empty({0}), need_grad_w ? *grad_w : weight.new_empty({0})};
+}
+
+// Autograd in C++ (the forward and backward kernels are registered per device by the extensions).
+class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            std::optional<double> negative_slope) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
+                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = op.call(x, weight, negative_slope);
+    }
+    ctx->saved_data["has_slope"] = negative_slope.has_value();
+    ctx->saved_data["slope"] = negative_slope.value_or(0.0);
+    ctx->save_for_backward({x, weight, negative_slope.has_value() ? out : at::Tensor()});
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdsr::idr_ddc_compiled_backward", "")
+                         .typed<std::tuple<at::Tensor, at::Tensor>(
+                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                             const std::optional<at::Tensor>&, std::optional<double>, bool, bool)>();
+    const auto saved = ctx->get_saved_variables();
+    std::optional<double> slope;
+    std::optional<at::Tensor> out;
+    if (ctx->saved_data["has_slope"].toBool()) {
+      slope = ctx->saved_data["slope"].toDouble();
+      out = saved[2];
+    }
+    const bool need_grad_x = ctx->needs_input_grad(0);
+    const bool need_grad_w = ctx->needs_input_grad(1);
+    auto [grad_x, grad_w] = op.call(grads[0], saved[0], saved[1], out, slope, need_grad_x, need_grad_w);
+    return {need_grad_x ? grad_x : at::Tensor(), need_grad_w ? grad_w : at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor op_forward_autograd(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  if (!at::GradMode::is_enabled() || !(x.requires_grad() || weight.requires_grad())) {
+    // nothing to record: skip the autograd Function's bookkeeping, go straight to the device kernel
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
+                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(x, weight, negative_slope);
+  }
+  return IdrDdcFunction::apply(x, weight, negative_slope);
+}
+
+// The public entry for eager Python calls: one pybind conversion, then the dispatcher (autograd, then the CPU or
+// CUDA kernel) -- the same route as torch.ops.kdsr.idr_ddc_compiled without its boxed argument parsing.
+at::Tensor call_idr_ddc(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
+  return op.call(x, weight, negative_slope);
+}
 }  // namespace kdsr_cpu
+
+// The schemas live here (the CPU extension is always loaded first); the CUDA extension adds its CUDA kernels.
+TORCH_LIBRARY_FRAGMENT(kdsr, m) {
+  m.def("idr_ddc_compiled(Tensor x, Tensor weight, float? negative_slope) -> Tensor");
+  m.def(
+      "idr_ddc_compiled_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? out, float? negative_slope, "
+      "bool need_grad_x, bool need_grad_w) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(kdsr, CPU, m) {
+  m.impl("idr_ddc_compiled", &kdsr_cpu::op_forward);
+  m.impl("idr_ddc_compiled_backward", &kdsr_cpu::op_backward);
+}
+
+TORCH_LIBRARY_IMPL(kdsr, Autograd, m) { m.impl("idr_ddc_compiled", &kdsr_cpu::op_forward_autograd); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "IDR-DDC CPU kernels (kdsr_kernels): fused forward and fused backward";
@@ -200,6 +329,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &kdsr_cpu::backward, "fused grad_x / grad_w", py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("out"), py::arg("negative_slope"), py::arg("grad_x"), py::arg("grad_w"),
         py::arg("workspace"));
+  m.def("idr_ddc", &kdsr_cpu::call_idr_ddc,
+        "torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope) through the dispatcher, for eager calls",
+        py::arg("x"), py::arg("weight"), py::arg("negative_slope"));
+  m.def("set_poison_outputs", &kdsr_cpu::set_poison_outputs,
+        "NaN-fill every output and workspace the operators allocate (KDSR_POISON_OUTPUTS=1)");
+  m.def("poison_outputs", &kdsr_cpu::poison_outputs, "whether outputs are NaN-filled");
   m.def("source_hash", &kdsr_cpu::source_hash, "hash of the csrc/ sources this module was compiled from");
   m.def("num_bands", &kdsr_cpu::num_bands, "row bands per H x W plane (the grad_w workspace's dim 1)");
   m.def("isa", &kdsr_cpu::isa, "instruction set the kernels run with: avx512, avx2, sse2 or baseline");

@@ -6,8 +6,13 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -131,7 +136,56 @@ std::string source_hash() {
 #endif
 }
 
+
+// ---- CUDA kernels of the operators kdsr::idr_ddc_compiled / _backward (schemas and autograd: CPU extension) ----
+// KDSR_POISON_OUTPUTS=1 (set once from Python): NaN-fill every buffer a kernel must overwrite.
+static bool g_poison_outputs = false;
+void set_poison_outputs(bool on) { g_poison_outputs = on; }
+
+static at::Tensor new_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
+  return g_poison_outputs ? at::full(shape, NAN, options) : at::empty(shape, options);
+}
+
+at::Tensor op_forward(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = new_buffer(xc.sizes(), xc.options());
+  if (xc.numel() == 0) return y;
+  forward(xc, weight.contiguous(), y, negative_slope);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> op_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                               const at::Tensor& weight, const std::optional<at::Tensor>& out,
+                                               std::optional<double> negative_slope, bool need_grad_x,
+                                               bool need_grad_w) {
+  if (x.numel() == 0) {
+    return {need_grad_x ? at::zeros(x.sizes(), x.options()) : x.new_empty({0}),
+            need_grad_w ? at::zeros(weight.sizes(), weight.options()) : weight.new_empty({0})};
+  }
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor go = grad_out.to(x.scalar_type()).contiguous();
+  std::optional<at::Tensor> saved;
+  if (negative_slope.has_value()) saved = out.value().contiguous();
+  std::optional<at::Tensor> grad_x, grad_w, workspace;
+  if (need_grad_x) grad_x = new_buffer(xc.sizes(), xc.options());
+  if (need_grad_w) {
+    const int64_t K = wc.size(2);
+    grad_w = new_buffer(wc.sizes(), wc.options());
+    const int64_t tiles = num_tiles(xc, K);
+    if (tiles > 1) {
+      workspace = new_buffer({xc.size(0) * xc.size(1), tiles, K * K}, xc.options().dtype(at::kDouble));
+    }
+  }
+  if (need_grad_x || need_grad_w) backward(go, xc, wc, saved, negative_slope, grad_x, grad_w, workspace);
+  return {need_grad_x ? *grad_x : x.new_empty({0}), need_grad_w ? *grad_w : weight.new_empty({0})};
+}
 }  // namespace kdsr_cuda_binding
+
+TORCH_LIBRARY_IMPL(kdsr, CUDA, m) {
+  m.impl("idr_ddc_compiled", &kdsr_cuda_binding::op_forward);
+  m.impl("idr_ddc_compiled_backward", &kdsr_cuda_binding::op_backward);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "IDR-DDC CUDA kernels (kdsr_kernels): fused forward and fused backward";
@@ -140,6 +194,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &kdsr_cuda_binding::backward, "fused grad_x / grad_w", py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("out"), py::arg("negative_slope"), py::arg("grad_x"), py::arg("grad_w"),
         py::arg("workspace"));
+  m.def("set_poison_outputs", &kdsr_cuda_binding::set_poison_outputs,
+        "NaN-fill every output and workspace the operators allocate (KDSR_POISON_OUTPUTS=1)");
   m.def("source_hash", &kdsr_cuda_binding::source_hash,
         "hash of the csrc/ sources this module was compiled from");
   m.def("num_tiles", &kdsr_cuda_binding::num_tiles, "tiles per plane (the grad_w workspace's dim 1)");

@@ -6,9 +6,11 @@ it is compiled once with `torch.utils.cpp_extension.load` from the C++ sources s
 `csrc/` of a checkout) into torch's extension cache, announced by one log line. When that fails too,
 `load_extension` returns the compiler's message, which becomes the backend's `unavailable_reason`.
 
-Environment:
-  KDSR_FORCE_JIT=1   ignore an installed module and build from the sources (for kernel development)
-  KDSR_NO_JIT=1      never compile at run time; a missing module makes the backend unavailable
+Environment: KDSR_JIT=off|auto|force (default auto)
+  auto    use the installed module; compile from the sources only when it is missing
+  force   ignore an installed module and build from the sources (for kernel development)
+  off     never compile at run time; a missing module makes the backend unavailable
+The compiler's output is shown when the `kdsr_kernels` logger is at DEBUG level.
 """
 
 from __future__ import annotations
@@ -69,21 +71,33 @@ def load_extension(target: str) -> tuple[ModuleType | None, str | None]:
         return _cache[target]
 
 
+JIT_MODES = ("off", "auto", "force")
+
+
+def jit_mode() -> str:
+    """KDSR_JIT from the environment: "off", "auto" (default) or "force"; ValueError naming the choices."""
+    mode = os.environ.get("KDSR_JIT", "auto").strip().lower() or "auto"
+    if mode not in JIT_MODES:
+        raise ValueError(f"KDSR_JIT={mode!r} is not one of {'|'.join(JIT_MODES)}; unset it or pick one")
+    return mode
+
+
 def _find_or_build(target: str) -> tuple[ModuleType | None, str | None]:
     import torch  # noqa: F401 - the extension links against libtorch, which must be loaded first
 
     installed, jit_name, sources = EXTENSIONS[target]
-    import_error = "KDSR_FORCE_JIT=1"
-    if os.environ.get("KDSR_FORCE_JIT", "0") != "1":
+    mode = jit_mode()
+    import_error = "KDSR_JIT=force"
+    if mode != "force":
         try:
             module = importlib.import_module(installed)
             _warn_if_stale(module)
             return module, None
         except ImportError as exc:
             import_error = f"{type(exc).__name__}: {exc}"
-    if os.environ.get("KDSR_NO_JIT", "0") == "1":
+    if mode == "off":
         return None, (
-            f"the compiled module {installed} cannot be imported ({import_error}) and KDSR_NO_JIT=1 forbids "
+            f"the compiled module {installed} cannot be imported ({import_error}) and KDSR_JIT=off forbids "
             "building it now; reinstall with `pip install --no-build-isolation -e .` where a C++ compiler "
             "is present"
         )
@@ -130,7 +144,7 @@ def _warn_if_stale(module: ModuleType) -> None:
     if src is not None and built_from and built_from != source_hash(src):
         log.warning(
             "kdsr_kernels: %s was compiled from other sources than %s; rerun "
-            "`pip install --no-build-isolation -e .` (or set KDSR_FORCE_JIT=1) to use the current kernels",
+            "`pip install --no-build-isolation -e .` (or set KDSR_JIT=force) to use the current kernels",
             module.__name__,
             src,
         )
@@ -145,7 +159,7 @@ def _jit_build(target: str, name: str, sources: list[str], include_dir: Path) ->
         "extra_include_paths": [str(include_dir)],
         "extra_cflags": CXX_FLAGS,
         "extra_ldflags": LINK_FLAGS,
-        "verbose": os.environ.get("KDSR_JIT_VERBOSE", "0") == "1",
+        "verbose": log.isEnabledFor(logging.DEBUG),
     }
     if target == "cuda":
         kwargs["extra_cuda_cflags"] = NVCC_FLAGS

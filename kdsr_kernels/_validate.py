@@ -10,12 +10,43 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_KERNEL_SIZE = 7
 
 
+_DTYPES = frozenset(SUPPORTED_DTYPES)
+_KERNEL_SIZES = frozenset(range(1, MAX_KERNEL_SIZE + 1, 2))
+
+
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> int:
     """Validate IDR-DDC arguments and return the kernel size k.
 
     x: (B, C, H, W) floating tensor; weight: (B, C, k, k), same dtype and device, k odd in [1, 7];
     negative_slope: None (no activation) or a finite float >= 0 (LeakyReLU slope).
+    Valid arguments take one combined test (this runs on every eager call); anything else goes through the
+    detailed checks, which raise a message naming the problem.
     """
+    try:
+        B, C, _, _ = x.shape
+        wb, wc, kh, kw = weight.shape
+        fast = (
+            wb == B
+            and wc == C
+            and kh == kw
+            and kh in _KERNEL_SIZES
+            and x.dtype in _DTYPES
+            and weight.dtype == x.dtype
+            and weight.device == x.device
+            and (
+                negative_slope is None or (type(negative_slope) is float and 0.0 <= negative_slope < math.inf)
+            )
+            and isinstance(x, torch.Tensor)
+            and isinstance(weight, torch.Tensor)
+        )
+    except (AttributeError, TypeError, ValueError):
+        fast = False
+    if fast:
+        return kh
+    return _check_inputs_in_detail(x, weight, negative_slope)
+
+
+def _check_inputs_in_detail(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> int:
     if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise TypeError(f"idr_ddc expects tensors, got x={type(x).__name__}, weight={type(weight).__name__}")
     if x.dim() != 4:

@@ -1,57 +1,105 @@
-"""Backend registry, the `torch.ops.kdsr.idr_ddc` custom op and the public `idr_ddc` function.
+"""Backend table, the `torch.ops.kdsr.idr_ddc` custom op and the public `idr_ddc` function.
 
-Every backend module exposes the same four names:
-  DEVICE_TYPES                      device types it can run on ("cpu", "cuda")
-  unavailable_reason(device_type)   None when usable, else a sentence saying why not and what to do
-  forward(x, weight, negative_slope) -> out              (contiguous NCHW, x's dtype)
-  backward(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w)
-                                    -> (grad_x | None, grad_w | None)
+One `Backend` record per backend: name, device types, a probe giving why it cannot run a device type (None
+when it can), forward and backward. The compiled backends (`cpu`, `cuda`) are C++ operators registered with
+TORCH_LIBRARY (kdsr_kernels/_compiled.py): `idr_ddc` calls them directly, so an eager call is one Python
+frame, one validation, then dispatcher -> C++. Reference and Triton are Python implementations behind the
+Python custom op `torch.ops.kdsr.idr_ddc(x, weight, negative_slope, backend)` (it also accepts "cpu"
+/ "cuda").
 """
 
 from __future__ import annotations
 
-import importlib
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
+from . import _compiled, reference
 from ._validate import check_inputs
 
-BACKEND_MODULES = {
-    "reference": "kdsr_kernels.reference",
-    "triton": "kdsr_kernels.triton_backend",
-    "cpu": "kdsr_kernels.cpu_backend",
-    "cuda": "kdsr_kernels.cuda_backend",
+Forward = Callable[[torch.Tensor, torch.Tensor, "float | None"], torch.Tensor]
+Backward = Callable[..., "tuple[torch.Tensor | None, torch.Tensor | None]"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One IDR-DDC implementation: where it runs, why it may not, and its two passes."""
+
+    name: str
+    device_types: tuple[str, ...]
+    probe: Callable[[str], str | None]  # device type -> None when usable, else why not and what to do
+    forward: Forward  # (x, weight, negative_slope) -> contiguous out
+    backward: Backward  # (grad_out, x, weight, out, slope, need_grad_x, need_grad_w) -> (grad_x?, grad_w?)
+    compiled: bool = False  # a C++ operator `idr_ddc` may call directly
+
+
+_triton_module: ModuleType | None = None
+
+
+def _triton() -> ModuleType:
+    """The Triton backend module, imported on first use (importing triton is slow and may fail)."""
+    global _triton_module
+    if _triton_module is None:
+        from . import triton_backend
+
+        _triton_module = triton_backend
+    return _triton_module
+
+
+BACKENDS: dict[str, Backend] = {
+    "reference": Backend(
+        "reference",
+        reference.DEVICE_TYPES,
+        reference.unavailable_reason,
+        reference.forward,
+        reference.backward,
+    ),
+    "triton": Backend(
+        "triton",
+        ("cuda", "cpu"),
+        lambda device_type: _triton().unavailable_reason(device_type),
+        lambda *args: _triton().forward(*args),
+        lambda *args: _triton().backward(*args),
+    ),
+    "cpu": Backend(
+        "cpu", ("cpu",), _compiled.unavailable_reason, _compiled.forward, _compiled.backward, True
+    ),
+    "cuda": Backend(
+        "cuda", ("cuda",), _compiled.unavailable_reason, _compiled.forward, _compiled.backward, True
+    ),
 }
+BACKEND_MODULES = BACKENDS  # the former name (a name -> backend mapping), still used by callers
 # "auto" tries these in order; the Triton interpreter is a test path, never picked for CPU tensors.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
 _WRONG_DEVICE = "it runs"
 _reasons: dict[tuple[str, str], str | None] = {}
 _warned: set[tuple[str, str]] = set()
+_resolved: dict[tuple[str, str], Backend] = {}
 
 
-def _module(name: str) -> ModuleType:
-    if name not in BACKEND_MODULES:
-        raise ValueError(f"idr_ddc: unknown backend {name!r}; choose one of {['auto', *BACKEND_MODULES]}")
-    return importlib.import_module(BACKEND_MODULES[name])
+def _record(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"idr_ddc: unknown backend {name!r}; choose one of {['auto', *BACKENDS]}") from None
 
 
 def unavailable_reason(name: str, device_type: str) -> str | None:
     """Why backend `name` cannot run tensors of `device_type` (None when it can). Cached per process."""
     key = (name, device_type)
     if key not in _reasons:
-        if name not in BACKEND_MODULES:
-            _module(name)  # raises the unknown-backend error
-        try:
-            module = _module(name)
-            if device_type not in module.DEVICE_TYPES:
-                _reasons[key] = f"{_WRONG_DEVICE} {'/'.join(module.DEVICE_TYPES)} tensors only"
-            else:
-                _reasons[key] = module.unavailable_reason(device_type)
-        except Exception as exc:  # an import or build failure must not take "auto" down with it
-            _reasons[key] = f"{type(exc).__name__}: {exc}"
+        record = _record(name)
+        if device_type not in record.device_types:
+            _reasons[key] = f"{_WRONG_DEVICE} {'/'.join(record.device_types)} tensors only"
+        else:
+            try:
+                _reasons[key] = record.probe(device_type)
+            except Exception as exc:  # an import or build failure must not take "auto" down with it
+                _reasons[key] = f"{type(exc).__name__}: {exc}"
     return _reasons[key]
 
 
@@ -61,9 +109,15 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
         device_types = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
     else:
         device_types = [torch.device(device).type]
-    return [
-        name for name in BACKEND_MODULES if any(unavailable_reason(name, dt) is None for dt in device_types)
-    ]
+    return [name for name in BACKENDS if any(unavailable_reason(name, dt) is None for dt in device_types)]
+
+
+def _resolve(backend: str, device_type: str) -> Backend:
+    key = (backend, device_type)
+    record = _resolved.get(key)
+    if record is None:
+        record = _resolved[key] = BACKENDS[resolve_backend(backend, device_type)]
+    return record
 
 
 @torch.compiler.assume_constant_result
@@ -94,7 +148,7 @@ def _idr_ddc_op(
     check_inputs(x, weight, negative_slope)
     if x.numel() == 0:
         return x.new_empty(x.shape)
-    return _module(backend).forward(x, weight, negative_slope).contiguous()
+    return BACKENDS[backend].forward(x, weight, negative_slope).contiguous()
 
 
 @_idr_ddc_op.register_fake
@@ -118,7 +172,7 @@ def _idr_ddc_backward_op(
     if x.numel() == 0:
         grad_x, grad_w = torch.zeros_like(x), torch.zeros_like(weight)
     else:
-        grad_x, grad_w = _module(backend).backward(
+        grad_x, grad_w = BACKENDS[backend].backward(
             grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
         )
     grad_x = grad_x.contiguous() if need_grad_x else x.new_empty(0)
@@ -173,5 +227,12 @@ def idr_ddc(
         (B, C, H, W) tensor of x's dtype, always contiguous NCHW. Differentiable in x and weight.
     """
     check_inputs(x, weight, negative_slope)
-    name = resolve_backend(backend, x.device.type)
-    return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, name)
+    if torch.compiler.is_compiling():
+        name = resolve_backend(backend, x.device.type)
+        if BACKENDS[name].compiled:
+            return torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)
+        return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, name)
+    record = _resolved.get((backend, x.device.type)) or _resolve(backend, x.device.type)
+    if record.compiled:
+        return _compiled.eager(x, weight, negative_slope)
+    return torch.ops.kdsr.idr_ddc(x, weight, negative_slope, record.name)

@@ -19,20 +19,19 @@ Design (see ../shared/spec/kernel-design.md §5a):
   * tile configs are explicit (`pick_config`), no `@triton.autotune`, so the same code runs under the Triton
     CPU interpreter (TRITON_INTERPRET=1 before import; how CI tests this backend on CPU tensors).
 
-Test hooks (module attributes, for tests only):
-  * `force_tiles(bh, bw)` context manager: force a tile shape (powers of two), e.g. to exercise the
-    multi-tile workspace path on small planes.
-  * `CUDA_CONFIG_IN_INTERPRETER = True`: the interpreter uses the CUDA configs (row chunks, packing rule).
-  * `POISON_OUTPUTS` (default: env KDSR_POISON_OUTPUTS=1): outputs and the workspace start filled with NaN,
-    so an element the kernels fail to write shows up as NaN.
+Test switches are explicit arguments: `forward(..., options=LaunchOptions(tiles=(bh, bw), cuda_config=True,
+index64=True))` (same for `backward`). Outputs and the workspace come from `_alloc.new_buffer` (NaN-filled
+under KDSR_POISON_OUTPUTS=1).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+from dataclasses import dataclass
 
 import torch
+
+from ._alloc import new_buffer
 
 NAME = "triton"
 DEVICE_TYPES = ("cuda", "cpu")
@@ -43,9 +42,32 @@ GPU_WARPS = {1: 8, 3: 8, 5: 8, 7: 4}  # CUDA: warps per program by k (fewer for 
 GPU_ELEMS_PER_THREAD = {1: 8, 3: 4, 5: 2, 7: 2}  # CUDA: outputs per thread per row-chunk iteration, by k
 _MAX_GRID_YZ = 65535  # CUDA limit of grid axes 1 and 2
 
-POISON_OUTPUTS = os.environ.get("KDSR_POISON_OUTPUTS", "0") == "1"
-_TILE_OVERRIDE: tuple[int, int, int | None] | None = None
-CUDA_CONFIG_IN_INTERPRETER = False  # test hook: use the CUDA tile/chunk config in the interpreter too
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Explicit launch choices for tests and experiments (the default is what `idr_ddc` uses).
+
+    tiles: force (BLOCK_H, BLOCK_W) and optionally CHUNK_H (powers of two), e.g. to exercise the multi-tile
+        grad_w workspace reduction or the row-chunk loop on small planes.
+    cuda_config: use the CUDA tile/chunk/packing config in the interpreter too.
+    index64: use int64 offsets inside a plane even where int32 would do.
+    """
+
+    tiles: tuple[int, int, int | None] | None = None
+    cuda_config: bool = False
+    index64: bool = False
+
+    def __post_init__(self):
+        if self.tiles is not None:
+            bh, bw, *rest = self.tiles
+            ch = rest[0] if rest else None
+            for v in (bh, bw, 1 if ch is None else ch):
+                if v < 1 or v & (v - 1):
+                    raise ValueError(f"LaunchOptions.tiles: sizes must be powers of two, got {self.tiles}")
+            object.__setattr__(self, "tiles", (int(bh), int(bw), None if ch is None else int(ch)))
+
+
+DEFAULT_OPTIONS = LaunchOptions()
 
 try:
     import triton
@@ -252,6 +274,7 @@ def pick_config(
     k: int = 3,
     interpret: bool = False,
     max_tile: int = MAX_TILE,
+    tiles: tuple[int, int, int | None] | None = None,
 ) -> tuple[int, int, int, int, int]:
     """(PLANES_PER_PROGRAM, BLOCK_H, BLOCK_W, CHUNK_H, num_warps) for `planes` planes of H x W, kernel k.
 
@@ -274,7 +297,7 @@ def pick_config(
     budget = per_thread * 32 * max_warps  # CUDA: outputs per loop iteration (at least one row of a tile)
     w_cap = max_tile if interpret else max(128, budget)
     ph, pw = _np2(H), _np2(W)
-    override = _TILE_OVERRIDE
+    override = tiles
     if override is not None:
         bh, bw = override[0], override[1]
     elif ph * pw <= max_tile and pw <= w_cap:
@@ -303,36 +326,14 @@ def pick_config(
     return pb, bh, bw, ch, num_warps
 
 
-@contextlib.contextmanager
-def force_tiles(block_h: int, block_w: int, chunk_h: int | None = None):
-    """Test hook: force (BLOCK_H, BLOCK_W) and optionally CHUNK_H (powers of two) inside the `with` block,
-    e.g. to exercise the multi-tile grad_w workspace reduction or the row-chunk loop on small planes."""
-    global _TILE_OVERRIDE
-    for v in (block_h, block_w, 1 if chunk_h is None else chunk_h):
-        if v < 1 or v & (v - 1):
-            raise ValueError(f"force_tiles: sizes must be powers of two, got {(block_h, block_w, chunk_h)}")
-    previous = _TILE_OVERRIDE
-    _TILE_OVERRIDE = (int(block_h), int(block_w), None if chunk_h is None else int(chunk_h))
-    try:
-        yield
-    finally:
-        _TILE_OVERRIDE = previous
-
-
-def _alloc(shape, dtype, device) -> torch.Tensor:
-    if POISON_OUTPUTS:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def _acc_type(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _launch_geometry(x: torch.Tensor, k: int):
+def _launch_geometry(x: torch.Tensor, k: int, options: LaunchOptions = DEFAULT_OPTIONS):
     B, C, H, W = x.shape
-    interpret = (not x.is_cuda or _interpreted()) and not CUDA_CONFIG_IN_INTERPRETER
-    pb, bh, bw, ch, num_warps = pick_config(B * C, H, W, x.dtype, k, interpret=interpret)
+    interpret = (not x.is_cuda or _interpreted()) and not options.cuda_config
+    pb, bh, bw, ch, num_warps = pick_config(B * C, H, W, x.dtype, k, interpret=interpret, tiles=options.tiles)
     nt_h, nt_w = triton.cdiv(H, bh), triton.cdiv(W, bw)
     if nt_h > _MAX_GRID_YZ or nt_w > _MAX_GRID_YZ:
         raise ValueError(f"idr_ddc (triton): plane {H}x{W} needs {nt_h}x{nt_w} tiles, over the grid limit")
@@ -340,8 +341,10 @@ def _launch_geometry(x: torch.Tensor, k: int):
     return grid, dict(PB=pb, BLOCK_H=bh, BLOCK_W=bw, CHUNK_H=ch, num_warps=num_warps)
 
 
-def _index_type(H: int, W: int, K: int, *tensors: torch.Tensor):
-    """tl.int32 when every offset inside a plane (taps included) fits int32, else tl.int64."""
+def _index_type(H: int, W: int, K: int, *tensors: torch.Tensor, force64: bool = False):
+    """tl.int32 when every offset inside a plane (taps included) fits int32, else tl.int64 (or if force64)."""
+    if force64:
+        return tl.int64
     P = K // 2
     reach = H * W
     for t in tensors:
@@ -353,12 +356,17 @@ def _device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
+def forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    negative_slope: float | None,
+    options: LaunchOptions = DEFAULT_OPTIONS,
+) -> torch.Tensor:
     """x (B,C,H,W), weight (B,C,k,k) (any strides) -> out (B,C,H,W), contiguous NCHW, x's dtype."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
-    out = _alloc((B, C, H, W), x.dtype, x.device)
-    grid, cfg = _launch_geometry(x, K)
+    out = new_buffer((B, C, H, W), x.dtype, x.device)
+    grid, cfg = _launch_geometry(x, K, options)
     with _device_guard(x):
         _idr_ddc_fwd_kernel[grid](
             x, weight, out,
@@ -368,7 +376,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None)
             HAS_ACT=negative_slope is not None,
             NEG_SLOPE=float(negative_slope) if negative_slope is not None else 0.0,
             ACC=_acc_type(x.dtype),
-            IDX=_index_type(H, W, K, x),
+            IDX=_index_type(H, W, K, x, force64=options.index64),
             enable_fp_fusion=True,  # FMAs (Triton 3.10 turns fusion off by default)
             **cfg,
         )  # fmt: skip
@@ -383,6 +391,7 @@ def backward(
     negative_slope: float | None,
     need_grad_x: bool,
     need_grad_w: bool,
+    options: LaunchOptions = DEFAULT_OPTIONS,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Fused backward: (grad_x | None, grad_w | None), contiguous, x's dtype. `out` is the saved forward
     output (needed only with the activation)."""
@@ -393,18 +402,18 @@ def backward(
     has_act = negative_slope is not None
     if has_act and out is None:
         raise ValueError("idr_ddc (triton) backward: the saved output is required when negative_slope is set")
-    grid, cfg = _launch_geometry(x, K)
+    grid, cfg = _launch_geometry(x, K, options)
     n_tiles = grid[1] * grid[2]
 
-    grad_x = _alloc((B, C, H, W), x.dtype, x.device) if need_grad_x else None
+    grad_x = new_buffer((B, C, H, W), x.dtype, x.device) if need_grad_x else None
     grad_w = ws = None
     if need_grad_w:
         if n_tiles == 1:
-            grad_w = _alloc((B, C, K, K), weight.dtype, x.device)
+            grad_w = new_buffer((B, C, K, K), weight.dtype, x.device)
             ws = grad_w
         else:
             ws_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-            ws = _alloc((B * C, n_tiles, K * K), ws_dtype, x.device)
+            ws = new_buffer((B * C, n_tiles, K * K), ws_dtype, x.device)
 
     y = out if has_act else grad_out  # dummy pointer when there is no activation (never read)
     dummy = x  # placeholder for outputs that are not computed (never written)
@@ -420,7 +429,7 @@ def backward(
             NEG_SLOPE=float(negative_slope) if has_act else 0.0,
             ACC=_acc_type(x.dtype),
             NEED_DX=bool(need_grad_x), NEED_DW=bool(need_grad_w),
-            IDX=_index_type(H, W, K, grad_out, x, y),
+            IDX=_index_type(H, W, K, grad_out, x, y, force64=options.index64),
             enable_fp_fusion=True,
             **cfg,
         )  # fmt: skip

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsr_kernels import _build, cpu_backend, ops, reference
+from kdsr_kernels import _build, ops, reference
+from kdsr_kernels import _compiled as cpu_backend
 
 REASON = ops.unavailable_reason("cpu", "cpu")
 needs_cpu_ext = pytest.mark.skipif(REASON is not None, reason=f"cpu backend unavailable: {REASON}")
@@ -112,7 +113,8 @@ def test_gradcheck_float64():
 _ISA_SCRIPT = textwrap.dedent(
     """
     import torch
-    from kdsr_kernels import _build, cpu_backend, reference
+    from kdsr_kernels import _build, reference
+    from kdsr_kernels import _compiled as cpu_backend
     ext, reason = _build.load_extension("cpu")
     assert ext is not None, reason
     print("ISA", ext.isa())
@@ -191,24 +193,31 @@ def test_missing_module_and_failed_build_give_actionable_reason(monkeypatch):
     def fail_build(*args, **kwargs):
         raise RuntimeError("Error building extension: g++: fatal error: no input files (simulated)")
 
-    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
-    monkeypatch.delenv("KDSR_NO_JIT", raising=False)
+    monkeypatch.setenv("KDSR_JIT", "force")
     monkeypatch.setattr(_build, "_cache", {})
     monkeypatch.setattr(_build, "_jit_build", fail_build)
     module, reason = _build.load_extension("cpu")
     assert module is None
     assert "simulated" in reason and "compiler" in reason
 
-    monkeypatch.setenv("KDSR_NO_JIT", "1")
+    monkeypatch.setenv("KDSR_JIT", "off")
     monkeypatch.setattr(_build, "_cache", {})
+    installed, *rest = _build.EXTENSIONS["cpu"]
+    monkeypatch.setitem(_build.EXTENSIONS, "cpu", ("kdsr_kernels._C_missing_simulated", *rest))
     module, reason = _build.load_extension("cpu")
-    assert module is None and "KDSR_NO_JIT" in reason and "pip install" in reason
+    assert module is None and "KDSR_JIT=off" in reason and "pip install" in reason
+
+    monkeypatch.setenv("KDSR_JIT", "sometimes")
+    monkeypatch.setattr(_build, "_cache", {})
+    with pytest.raises(ValueError, match="KDSR_JIT"):
+        _build.load_extension("cpu")
 
 
 def test_named_cpu_backend_raises_the_build_message(monkeypatch):
     failure = (None, "building the cpu extension failed: boom (simulated)")
     monkeypatch.setattr(_build, "_cache", {"cpu": failure})
     monkeypatch.setattr(ops, "_reasons", {})
+    monkeypatch.setattr(ops, "_resolved", {})
     x, w = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3)
     with pytest.raises(RuntimeError, match="boom"):
         ops.idr_ddc(x, w, backend="cpu")
@@ -220,7 +229,7 @@ def test_named_cpu_backend_raises_the_build_message(monkeypatch):
 
 @pytest.mark.skipif(os.environ.get("KDSR_TEST_JIT") != "1", reason="KDSR_TEST_JIT=1 runs it (1-2 min build)")
 def test_jit_build_from_sources(monkeypatch):
-    monkeypatch.setenv("KDSR_FORCE_JIT", "1")
+    monkeypatch.setenv("KDSR_JIT", "force")
     monkeypatch.setattr(_build, "_cache", {})
     module, reason = _build.load_extension("cpu")
     assert module is not None, reason
@@ -245,3 +254,31 @@ def test_installed_module_matches_sources_or_warns(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="kdsr_kernels"):
         _build._warn_if_stale(ext)
     assert any("compiled from other sources" in r.getMessage() for r in caplog.records)
+
+
+@needs_cpu_ext
+def test_compiled_op_is_registered_in_cpp_with_autograd():
+    """Eager calls reach the C++ kernels through the dispatcher: CPU and Autograd kernels come from C++."""
+    for key in ("CPU", "Autograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("kdsr::idr_ddc_compiled", key), key
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("kdsr::idr_ddc_compiled_backward", "CPU")
+
+
+@needs_cpu_ext
+def test_poison_flag_reaches_the_cpp_allocator():
+    from kdsr_kernels import _alloc
+
+    ext, _ = _build.load_extension("cpu")
+    assert ext.poison_outputs() == _alloc.poison_enabled()
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_opcheck_and_gradcheck_compiled_op(slope):
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(2, 3, 3, 3, dtype=torch.float64) / 3).requires_grad_(True)
+    torch.library.opcheck(torch.ops.kdsr.idr_ddc_compiled, (x, w, slope))
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdsr.idr_ddc_compiled(a, b, slope), (x, w))
+    only_w = torch.autograd.grad(torch.ops.kdsr.idr_ddc_compiled(x.detach(), w, slope).sum(), w)[0]
+    y_ref = reference.forward(x.detach(), w, slope)
+    assert torch.allclose(only_w, torch.autograd.grad(y_ref.sum(), w)[0], atol=1e-10)

@@ -8,7 +8,6 @@ stays at a few dozen programs at most (each interpreted program costs ~20-80 ms)
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -37,7 +36,7 @@ REL_RMSE = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torc
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     """Outputs and the workspace start as NaN, so an element the kernels do not write fails the comparison."""
-    monkeypatch.setattr(tb, "POISON_OUTPUTS", True)
+    monkeypatch.setenv("KDSR_POISON_OUTPUTS", "1")
 
 
 def _rel_rmse(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -63,16 +62,16 @@ def _inputs(B, C, H, W, k, dtype, layout="nchw"):
     return x, w
 
 
-def _check_against_oracle(x, w, slope, need=(True, True)):
+def _check_against_oracle(x, w, slope, need=(True, True), options=tb.DEFAULT_OPTIONS):
     """Forward and fused backward of the triton backend vs the reference evaluated in float64."""
     dtype = x.dtype
-    y = tb.forward(x, w, slope)
+    y = tb.forward(x, w, slope, options)
     assert y.is_contiguous() and y.dtype == dtype and y.shape == x.shape
     x64, w64 = x.double(), w.double()
     y64 = ref.forward(x64, w64, slope)
     _assert_close(y, y64, dtype, "forward")
     g = torch.randn(x.shape, dtype=torch.float64, device=DEVICE).to(dtype)
-    gx, gw = tb.backward(g, x, w, y if slope is not None else None, slope, *need)
+    gx, gw = tb.backward(g, x, w, y if slope is not None else None, slope, *need, options)
     gx64, gw64 = ref.backward(g.double(), x64, w64, y64, slope, True, True)
     if need[0]:
         assert gx.is_contiguous() and gx.dtype == dtype and gx.shape == x.shape
@@ -136,17 +135,15 @@ def test_config_small_test_shapes_are_few_programs():
     assert tb.pick_config(16, 17, 20, torch.float16, interpret=True)[0] == 16
 
 
-def test_force_tiles_rejects_non_powers_of_two():
+def test_forced_tiles_reject_non_powers_of_two():
     with pytest.raises(ValueError, match="powers of two"):
-        with tb.force_tiles(3, 4):
-            pass
+        tb.LaunchOptions(tiles=(3, 4))
     with pytest.raises(ValueError, match="powers of two"):
-        with tb.force_tiles(4, 4, 3):
-            pass
-    with tb.force_tiles(4, 8):
-        assert tb.pick_config(1, 17, 20, torch.float32, interpret=True)[1:4] == (4, 8, 4)
-        with tb.force_tiles(16, 8, 2):
-            assert tb.pick_config(1, 17, 20, torch.float32, interpret=True)[1:4] == (16, 8, 2)
+        tb.LaunchOptions(tiles=(4, 4, 3))
+    tiles = tb.LaunchOptions(tiles=(4, 8)).tiles
+    assert tb.pick_config(1, 17, 20, torch.float32, interpret=True, tiles=tiles)[1:4] == (4, 8, 4)
+    tiles = tb.LaunchOptions(tiles=(16, 8, 2)).tiles
+    assert tb.pick_config(1, 17, 20, torch.float32, interpret=True, tiles=tiles)[1:4] == (16, 8, 2)
     assert tb.pick_config(1, 17, 20, torch.float32, interpret=True)[1:4] == (32, 32, 32)
 
 
@@ -168,10 +165,10 @@ def test_force_tiles_rejects_non_powers_of_two():
 )
 def test_multi_tile_matches_oracle(shape, k, tiles, slope, dtype, layout):
     x, w = _inputs(*shape, k, dtype, layout)
-    with tb.force_tiles(*tiles):
-        grid = tb._launch_geometry(x, k)[0]
-        assert grid[1] * grid[2] > 1
-        _check_against_oracle(x, w, slope)
+    options = tb.LaunchOptions(tiles=tiles)
+    grid = tb._launch_geometry(x, k, options)[0]
+    assert grid[1] * grid[2] > 1
+    _check_against_oracle(x, w, slope, options=options)
 
 
 @pytest.mark.parametrize(
@@ -187,8 +184,7 @@ def test_row_chunk_loop_matches_oracle(shape, k, tiles, slope, dtype):
     """The GPU walks each tile CHUNK_H rows at a time; force that path here (the interpreter default is one
     chunk per tile)."""
     x, w = _inputs(*shape, k, dtype, "sliced")
-    with tb.force_tiles(*tiles):
-        _check_against_oracle(x, w, slope)
+    _check_against_oracle(x, w, slope, options=tb.LaunchOptions(tiles=tiles))
 
 
 def test_inference_plane_with_default_config():
@@ -209,17 +205,17 @@ def test_inference_plane_with_default_config():
         ((1, 2, 9, 11), 5, 0.1, torch.float64),
     ],
 )
-def test_cuda_configs_in_the_interpreter(monkeypatch, shape, k, slope, dtype):
+def test_cuda_configs_in_the_interpreter(shape, k, slope, dtype):
     """The exact CUDA launch configs (row chunks, warps) run through the interpreter on CPU machines."""
-    monkeypatch.setattr(tb, "CUDA_CONFIG_IN_INTERPRETER", True)
+    options = tb.LaunchOptions(cuda_config=True)
     x, w = _inputs(*shape, k, dtype)
-    cfg = tb._launch_geometry(x, k)[1]
+    cfg = tb._launch_geometry(x, k, options)[1]
     if shape[2] >= 64:
         assert cfg["CHUNK_H"] < cfg["BLOCK_H"]
-    _check_against_oracle(x, w, slope)
+    _check_against_oracle(x, w, slope, options=options)
 
 
-def test_int64_index_path(monkeypatch):
+def test_int64_index_path():
     """Offsets inside a plane are int32 unless they could overflow; check the int64 variant too."""
 
     class Strided:
@@ -233,10 +229,9 @@ def test_int64_index_path(monkeypatch):
     assert tb._index_type(64, 64, 3, Strided(0, 0, 0, 0)) == tb.tl.int32
     assert tb._index_type(4, 4, 3, Strided(1, 1, 2**30, 1)) == tb.tl.int64
     assert tb._index_type(2**16, 2**15 + 1, 1, Strided(1, 1, 1, 1)) == tb.tl.int64  # H * W >= 2**31
-    monkeypatch.setattr(tb, "_index_type", lambda *args: tb.tl.int64)
+    assert tb._index_type(64, 64, 3, Strided(4096, 4096, 64, 1), force64=True) == tb.tl.int64
     x, w = _inputs(2, 2, 9, 7, 3, torch.float32, "channels_last")
-    with tb.force_tiles(8, 4, 2):
-        _check_against_oracle(x, w, 0.1)
+    _check_against_oracle(x, w, 0.1, options=tb.LaunchOptions(tiles=(8, 4, 2), index64=True))
 
 
 def test_multi_tile_gradcheck_float64():
@@ -247,17 +242,17 @@ def test_multi_tile_gradcheck_float64():
     class Fn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, w):
-            y = tb.forward(x, w, 0.1)
+            y = tb.forward(x, w, 0.1, options)
             ctx.save_for_backward(x, w, y)
             return y
 
         @staticmethod
         def backward(ctx, g):
             x, w, y = ctx.saved_tensors
-            return tb.backward(g, x, w, y, 0.1, *ctx.needs_input_grad)
+            return tb.backward(g, x, w, y, 0.1, *ctx.needs_input_grad, options)
 
-    with tb.force_tiles(4, 4):
-        assert torch.autograd.gradcheck(Fn.apply, (x, w), fast_mode=True)
+    options = tb.LaunchOptions(tiles=(4, 4))
+    assert torch.autograd.gradcheck(Fn.apply, (x, w), fast_mode=True)
 
 
 def test_float64_slope_is_not_rounded_to_float32():
@@ -283,11 +278,7 @@ def test_packed_planes_with_a_partial_last_block():
 @pytest.mark.parametrize("tiles", [None, (4, 8)])
 def test_need_grad_flags(need, tiles):
     x, w = _inputs(1, 2, 7, 9, 3, torch.float32)
-    if tiles is None:
-        _check_against_oracle(x, w, 0.1, need)
-    else:
-        with tb.force_tiles(*tiles):
-            _check_against_oracle(x, w, 0.1, need)
+    _check_against_oracle(x, w, 0.1, need, tb.LaunchOptions(tiles=tiles))
     assert tb.backward(torch.ones_like(x), x, w, None, None, False, False) == (None, None)
 
 
@@ -314,10 +305,9 @@ def test_backward_is_deterministic(tiles):
     x, w = _inputs(1, 2, 7, 9, 3, torch.float32)
     y = tb.forward(x, w, 0.1)
     g = torch.randn_like(y)
-    ctx = tb.force_tiles(*tiles) if tiles else contextlib.nullcontext()
-    with ctx:
-        first = tb.backward(g, x, w, y, 0.1, True, True)
-        second = tb.backward(g, x, w, y, 0.1, True, True)
+    options = tb.LaunchOptions(tiles=tiles)
+    first = tb.backward(g, x, w, y, 0.1, True, True, options)
+    second = tb.backward(g, x, w, y, 0.1, True, True, options)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 

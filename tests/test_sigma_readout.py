@@ -113,3 +113,17 @@ def test_sigma_r2_is_logged_at_validation(tmp_path):
     with (trainer.run_dir / "val_log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert rows and np.isfinite(float(rows[-1]["sigma_r2"]))
+
+
+def test_old_val_log_gets_the_new_column(tmp_path):
+    from kdsr.training.trainer import _RunLogger
+
+    log = tmp_path / "val_log.csv"
+    log.write_text("iteration,psnr,ssim\n500,26.0,0.77\n")
+    _RunLogger._append(
+        log, _RunLogger.VAL_FIELDS, {"iteration": 750, "psnr": 26.5, "ssim": 0.78, "sigma_r2": 0.1}
+    )
+    with log.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["iteration"] for r in rows] == ["500", "750"]
+    assert rows[0]["sigma_r2"] == "" and float(rows[1]["sigma_r2"]) == 0.1

@@ -531,6 +531,15 @@ class _RunLogger:
 
     @staticmethod
     def _append(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        if path.exists():  # a log written before a column was added: rewrite it with the new header
+            with path.open(newline="") as handle:
+                old = list(csv.DictReader(handle))
+                header = tuple(old[0].keys()) if old else None
+            if header is not None and header != fields:
+                with path.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore", restval="")
+                    writer.writeheader()
+                    writer.writerows(old)
         new = not path.exists()
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

@@ -67,6 +67,18 @@ def _trainer(tmp_path, *extra, resume=None):
     return Trainer(load_config("tiny_iso_x4_teacher", [*sets, *extra]), progress=False, resume=resume)
 
 
+def test_default_keeps_one_parameter_group_and_a_changed_multiplier_is_refused(tmp_path):
+    trainer = _trainer(tmp_path)
+    assert len(trainer.optimizer.param_groups) == 1  # what every checkpoint before the option holds
+    trainer.train_step(0)
+    trainer.iteration = 1
+    path = trainer.save("last.pt")
+    from kdsr.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_encoder_mult"):
+        _trainer(tmp_path, "train.lr_encoder_mult=3", resume=ckpt_io.load_checkpoint(path))
+
+
 def test_encoder_learning_rate_multiplier_and_resume(tmp_path):
     trainer = _trainer(tmp_path, "train.lr_encoder_mult=10", "train.lr_decay_iters=2")
     groups = trainer.optimizer.param_groups

@@ -262,19 +262,21 @@ class Trainer:
             self._restore(resume)
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Adam groups: SR network (train.lr) and encoder (train.lr * train.lr_encoder_mult)."""
-        encoder_ids = {id(p) for p in self.model.encoder.parameters()}
+        """Adam groups: one (train.lr) when train.lr_encoder_mult is 1, as before the option existed (so
+        older checkpoints resume); else SR network (train.lr) and encoder (train.lr * lr_encoder_mult)."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        rest = [p for p in trainable if id(p) not in encoder_ids]
-        encoder = [p for p in trainable if id(p) in encoder_ids]
         mult = float(self.train_cfg["lr_encoder_mult"])
+        if mult == 1.0:
+            return [{"params": trainable}]
+        encoder_ids = {id(p) for p in self.model.encoder.parameters()}
         return [
-            {"params": rest, "lr": self.train_cfg["lr"]},
-            {"params": encoder, "lr": self.train_cfg["lr"] * mult},
+            {"params": [p for p in trainable if id(p) not in encoder_ids], "lr": self.train_cfg["lr"]},
+            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": self.train_cfg["lr"] * mult},
         ]
 
     def _group_base_lrs(self) -> list[float]:
-        return [self.train_cfg["lr"], self.train_cfg["lr"] * float(self.train_cfg["lr_encoder_mult"])]
+        mult = float(self.train_cfg["lr_encoder_mult"])
+        return [self.train_cfg["lr"], self.train_cfg["lr"] * mult][: len(self.optimizer.param_groups)]
 
     # ----------------------------------------------------------------------------------------- data
     def _load_val_pairs(self) -> list:
@@ -394,6 +396,13 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"]["state_dict"])
+        saved_groups = len(ckpt["optimizer"]["param_groups"])
+        if saved_groups != len(self.optimizer.param_groups):
+            raise ConfigError(
+                f"the checkpoint's optimizer has {saved_groups} parameter group(s), this config "
+                f"{len(self.optimizer.param_groups)}: train.lr_encoder_mult cannot change between 1 and "
+                "another value on resume; resume with the run's own value"
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         # The schedule follows the *current* config (a resume may override train.lr_decay_iters etc.);

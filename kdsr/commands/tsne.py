@@ -35,6 +35,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr-patch", type=int, default=32, help="LR crop size in pixels (default 32)")
     p.add_argument("--feature", choices=("d", "dprime"), default="d", help="embed D (B,C) or D' (B,4C)")
     p.add_argument("--seed", type=int, default=0, help="seed for crops and t-SNE")
+    p.add_argument(
+        "--readout-dir",
+        help="HR folder for the σ read-out (default: --hr-dir): crops blurred with 8 sigmas in 0.2-4.0, "
+        "ridge regression σ <- D, folds by image (no image in both fit and test); R² is printed per model",
+    )
+    p.add_argument(
+        "--readout-crops", type=int, default=4, help="crops per image for the read-out (default 4)"
+    )
+    p.add_argument("--readout-json", help="also write {label: R²} of the read-out to this JSON file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     add_trust_checkpoint_flag(p)
@@ -84,4 +93,22 @@ def run(args) -> int:
         seed=args.seed,
     )
     print(f"wrote {out}")
+    from kdsr.training.tsne import SigmaReadout
+
+    readout_dir = args.readout_dir or args.hr_dir
+    if not Path(readout_dir).is_dir():
+        print(f"kdsr tsne: --readout-dir {readout_dir!r} is not a folder", file=sys.stderr)
+        return 1
+    probe = SigmaReadout(readout_dir, scale=int(model.config["scale"]), crops_per_image=args.readout_crops)
+    scores = {}
+    for label, model in models.items():
+        scores[label] = probe.r2(model, args.feature)
+        print(
+            f"σ read-out R² ({Path(readout_dir).name}, σ {probe.sigmas_used[0]}-{probe.sigmas_used[-1]}, "
+            f"GroupKFold by image): {scores[label]:.3f}  {label}"
+        )
+    if args.readout_json:
+        import json
+
+        Path(args.readout_json).write_text(json.dumps(scores, indent=2) + "\n")  # as `kdsr eval --json`
     return 0

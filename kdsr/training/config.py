@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
         "val_max_images": None,  # None: every image of val_dir
         "crop_size": 400,  # realworld: GT crop (or reflect-101 pad) before degradation
         "queue_size": 180,  # realworld: training-pair queue; a multiple of the per-rank batch
+        "val_sigma_dir": None,  # HR folder (e.g. Set14) for the σ read-out R² logged at each validation
+        "val_sigma_crops": 4,  # crops per image of val_sigma_dir, each blurred with 8 sigmas in sig range
     },
     "train": {
         "iters": 485500,
@@ -72,6 +74,9 @@ DEFAULTS: dict[str, Any] = {
         "kd_weight": 1.0,
         "temperature": 0.15,
         "ema_decay": 0.0,  # 0: no EMA; e.g. 0.999 keeps an exponential moving average of the weights
+        "lr_encoder_mult": 1.0,  # the encoder's learning rate is this times the SR network's (both phases)
+        "precision": "fp32",  # fp32 | bf16 (CPU/CUDA autocast to bfloat16; fp32 master weights and loss)
+        "compile": False,  # torch.compile the forward module
     },
     "logging": {
         "out_dir": "runs",
@@ -173,7 +178,9 @@ def load_config(
 
     `base` is used on resume: the config stored in the checkpoint. Raises ConfigError on any problem.
     """
-    config = copy.deepcopy(dict(base) if base is not None else DEFAULTS)
+    config = copy.deepcopy(DEFAULTS)
+    if base is not None:  # a checkpoint's config; keys added since it was written keep their defaults
+        _merge_known(config, base, "")
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         try:
@@ -248,6 +255,13 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
     )
     _require(train["kd_loss"] in KD_LOSSES, f"train.kd_loss must be one of {KD_LOSSES}")
     _require(0 <= train["ema_decay"] < 1, "train.ema_decay must be in [0, 1) (0 turns EMA off)")
+    _require(train["lr_encoder_mult"] > 0, "train.lr_encoder_mult must be > 0 (1 = the SR network's lr)")
+    _require(train["precision"] in ("fp32", "bf16"), "train.precision must be fp32 or bf16")
+    _require(isinstance(train["compile"], bool), "train.compile must be true or false")
+    _require(
+        isinstance(data["val_sigma_crops"], int) and data["val_sigma_crops"] > 0,
+        "data.val_sigma_crops must be a positive int",
+    )
     for key in ("print_every", "val_every", "save_every"):
         _require(isinstance(log[key], int) and log[key] > 0, f"logging.{key} must be a positive int")
     if config["stage"] == "teacher":
@@ -265,6 +279,12 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
             Path(data["val_dir"]).is_dir(),
             f"data.val_dir {data['val_dir']!r} is not a folder; use --set data.val_dir=/path/to/Set5 "
             "or data.val_dir=null to skip validation",
+        )
+    if data["val_sigma_dir"] is not None:
+        _require(
+            Path(data["val_sigma_dir"]).is_dir(),
+            f"data.val_sigma_dir {data['val_sigma_dir']!r} is not a folder; use e.g. "
+            "--set data.val_sigma_dir=../shared/data/Set14, or null to skip the σ read-out",
         )
     if config["stage"] == "student":
         _require(

@@ -13,7 +13,9 @@ def _read_csv(path: Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(handle))
     if not rows:
         return {}
-    return {key: [float(r[key]) for r in rows] for key in rows[0]}
+    return {
+        key: [float(r[key]) if r[key] not in ("", None) else float("nan") for r in rows] for key in rows[0]
+    }
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -38,6 +40,10 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax_loss.set(xlabel="iteration", ylabel="loss", title=f"{run_dir.name}: training loss")
     if val:
         ax_psnr.plot(val["iteration"], val["psnr"], marker="o")
+        if any(v == v for v in val.get("sigma_r2", [])):  # not all NaN: the σ read-out was logged
+            ax_r2 = ax_psnr.twinx()
+            ax_r2.plot(val["iteration"], val["sigma_r2"], marker="s", color="tab:red", alpha=0.7)
+            ax_r2.set_ylabel("σ read-out R² (red)")
     ax_psnr.set(xlabel="iteration", ylabel="PSNR (dB, Y)", title="validation PSNR")
     for ax in (ax_loss, ax_psnr):
         ax.grid(alpha=0.3)

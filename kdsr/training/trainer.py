@@ -224,15 +224,16 @@ class Trainer:
                 device_ids=device_ids,
                 find_unused_parameters=self.train_cfg["encoder_iters"] > 0,
             )
-        params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
-            params,
+            self._param_groups(),
             lr=self.train_cfg["lr"],
             betas=tuple(self.train_cfg["betas"]),
             eps=self.train_cfg["eps"],
             weight_decay=self.train_cfg["weight_decay"],
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRSchedule(self.train_cfg))
+        if self.train_cfg["compile"]:
+            self.forward_module = torch.compile(self.forward_module)
         self.ema = None
         if self.train_cfg["ema_decay"] > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -261,10 +262,37 @@ class Trainer:
             per_sample=deg["per_sample"],
         )
         self.val_pairs = self._load_val_pairs() if self.ctx.is_main else []
+        self.sigma_readout = None
+        if self.ctx.is_main and dcfg["val_sigma_dir"] is not None:
+            from kdsr.training.tsne import SigmaReadout
+
+            self.sigma_readout = SigmaReadout(
+                dcfg["val_sigma_dir"],
+                config["model"]["scale"],
+                sigmas=tuple(np.round(np.linspace(deg["sig_min"], deg["sig_max"], 8), 3)),
+                crops_per_image=dcfg["val_sigma_crops"],
+            )
         self.iteration = 0
         self.best_psnr: float | None = None
         if resume is not None:
             self._restore(resume)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Adam groups: one (train.lr) when train.lr_encoder_mult is 1, as before the option existed (so
+        older checkpoints resume); else SR network (train.lr) and encoder (train.lr * lr_encoder_mult)."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        mult = float(self.train_cfg["lr_encoder_mult"])
+        if mult == 1.0:
+            return [{"params": trainable}]
+        encoder_ids = {id(p) for p in self.model.encoder.parameters()}
+        return [
+            {"params": [p for p in trainable if id(p) not in encoder_ids], "lr": self.train_cfg["lr"]},
+            {"params": [p for p in trainable if id(p) in encoder_ids], "lr": self.train_cfg["lr"] * mult},
+        ]
+
+    def _group_base_lrs(self) -> list[float]:
+        mult = float(self.train_cfg["lr_encoder_mult"])
+        return [self.train_cfg["lr"], self.train_cfg["lr"] * mult][: len(self.optimizer.param_groups)]
 
     # ----------------------------------------------------------------------------------------- data
     def _load_val_pairs(self) -> list:
@@ -323,20 +351,34 @@ class Trainer:
     def compute_loss(
         self, lr: torch.Tensor, hr: torch.Tensor, iteration: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss (0-dim) and its parts {"l1", "kd"} for one local batch; runs the forward pass."""
+        """Total loss (0-dim) and its parts {"l1", "kd"} for one local batch; runs the forward pass.
+
+        With train.precision = bf16 the forward runs under autocast(bfloat16); the loss is fp32.
+        """
+        if self.train_cfg["precision"] == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self._compute_loss(lr, hr, iteration)
+        return self._compute_loss(lr, hr, iteration)
+
+    def _compute_loss(self, lr, hr, iteration):
         if self.stage == "teacher":
             sr = self.forward_module(lr, hr)
-            l1 = F.l1_loss(sr, hr)
+            l1 = F.l1_loss(sr.float(), hr)
             return l1, {"l1": l1.detach(), "kd": torch.zeros((), device=lr.device)}
         encoder_only = self.encoder_only(iteration)
         with torch.no_grad():
             _, teacher_dprime = self.teacher.encode(lr, hr)
         sr, student_dprime = self.forward_module(lr, encoder_only)
-        kd = kd_loss(student_dprime, teacher_dprime, self.train_cfg["kd_loss"], self.train_cfg["temperature"])
+        kd = kd_loss(
+            student_dprime.float(),
+            teacher_dprime.float(),
+            self.train_cfg["kd_loss"],
+            self.train_cfg["temperature"],
+        )
         kd_term = self.train_cfg["kd_weight"] * kd
         if encoder_only:
             return kd_term, {"l1": torch.zeros((), device=lr.device), "kd": kd.detach()}
-        l1 = F.l1_loss(sr, hr)
+        l1 = F.l1_loss(sr.float(), hr)
         return l1 + kd_term, {"l1": l1.detach(), "kd": kd.detach()}
 
     def train_step(self, iteration: int) -> dict[str, float]:
@@ -394,15 +436,22 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"]["state_dict"])
+        saved_groups = len(ckpt["optimizer"]["param_groups"])
+        if saved_groups != len(self.optimizer.param_groups):
+            raise ConfigError(
+                f"the checkpoint's optimizer has {saved_groups} parameter group(s), this config "
+                f"{len(self.optimizer.param_groups)}: train.lr_encoder_mult cannot change between 1 and "
+                "another value on resume; resume with the run's own value"
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         # The schedule follows the *current* config (a resume may override train.lr_decay_iters etc.);
         # LambdaLR.load_state_dict brought back the old schedule object's settings, so rebuild it.
         schedule = LRSchedule(self.train_cfg)
-        self.scheduler.base_lrs = [self.train_cfg["lr"]] * len(self.optimizer.param_groups)
+        self.scheduler.base_lrs = self._group_base_lrs()
         self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = self.train_cfg["lr"] * schedule(self.scheduler.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = group["initial_lr"] = base * schedule(self.scheduler.last_epoch)
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if self.ema is not None:
             if ckpt.get("ema") is None:
@@ -423,7 +472,10 @@ class Trainer:
 
         model = self.ema.module if self.ema is not None else self.model
         result = evaluate_model(model, self.val_pairs, self.config["model"]["scale"], self.device)
-        return {"psnr": result["psnr"], "ssim": result["ssim"]}
+        stats = {"psnr": result["psnr"], "ssim": result["ssim"]}
+        if self.sigma_readout is not None:
+            stats["sigma_r2"] = self.sigma_readout.r2(model)
+        return stats
 
     # ------------------------------------------------------------------------------------------ loop
     def run(self, stop_after: int | None = None) -> TrainResult:
@@ -473,7 +525,11 @@ class Trainer:
                     if self.best_psnr is None or val["psnr"] > self.best_psnr:
                         self.best_psnr = val["psnr"]
                         self.save("best.pt")
-                    bar.write(f"iter {self.iteration}: val PSNR {val['psnr']:.3f} dB, SSIM {val['ssim']:.4f}")
+                    readout = f", σ-R² {val['sigma_r2']:.3f}" if "sigma_r2" in val else ""
+                    bar.write(
+                        f"iter {self.iteration}: val PSNR {val['psnr']:.3f} dB, "
+                        f"SSIM {val['ssim']:.4f}{readout}"
+                    )
                 if self.ctx.is_main and (
                     self.iteration % self.log_cfg["save_every"] == 0 or self.iteration == end
                 ):
@@ -498,7 +554,7 @@ class _RunLogger:
     """CSV + TensorBoard logging of training and validation scalars (rank 0 only)."""
 
     TRAIN_FIELDS = ("iteration", "loss", "l1", "kd", "lr", "it_per_s")
-    VAL_FIELDS = ("iteration", "psnr", "ssim")
+    VAL_FIELDS = ("iteration", "psnr", "ssim", "sigma_r2")
 
     def __init__(self, run_dir: Path, tensorboard: bool, resume_from: int = 0):
         self.train_csv = run_dir / "train_log.csv"
@@ -526,6 +582,15 @@ class _RunLogger:
 
     @staticmethod
     def _append(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        if path.exists():  # a log written before a column was added: rewrite it with the new header
+            with path.open(newline="") as handle:
+                old = list(csv.DictReader(handle))
+                header = tuple(old[0].keys()) if old else None
+            if header is not None and header != fields:
+                with path.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore", restval="")
+                    writer.writeheader()
+                    writer.writerows(old)
         new = not path.exists()
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -544,6 +609,8 @@ class _RunLogger:
         if self.writer is not None:
             self.writer.add_scalar("val/psnr", stats["psnr"], iteration)
             self.writer.add_scalar("val/ssim", stats["ssim"], iteration)
+            if "sigma_r2" in stats:
+                self.writer.add_scalar("val/sigma_r2", stats["sigma_r2"], iteration)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Issue-12 reproduction, end to end and resumable: teacher; students KD = kl, l1, l2, none from the same init
+# and batches (seed 1) plus seed 2 for kl and none; Set5+Set14 Gaussian8 x4 evals to JSON; sigma read-out R²
+# per model; t-SNE plot; the results table (with seed spread) regenerated from the JSONs.
+#
+#   bash scripts/reproduce_small.sh             # from the repository root; ../shared/data holds B100/Set5/Set14
+#   JOBS=2 THREADS=1 bash scripts/reproduce_small.sh
+#
+# Every run writes runs/<name>/last.pt every 100 iterations; re-running this script resumes each unfinished run
+# exactly (kdsr train --resume) and skips finished ones and existing eval JSONs. Logs: runs/logs/<name>.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+THREADS=${THREADS:-1}          # torch threads per training run
+JOBS=${JOBS:-2}                # training runs at a time
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-docs/results/small}
+TEACHER_SET=${TEACHER_SET:-}   # extra --set overrides for the teacher (pilot findings), e.g. "train.iters=6000"
+STUDENT_SET=${STUDENT_SET:-}
+export OMP_NUM_THREADS=$THREADS
+mkdir -p runs/logs "$OUT"
+kdsr() { python -m kdsr "$@"; }
+
+finished() {  # finished <run name>: the run's last.pt reached its configured iterations
+  python - "$1" <<'PY'
+import sys
+from kdsr.training.checkpoint import load_checkpoint
+try:
+    ckpt = load_checkpoint(f"runs/{sys.argv[1]}/last.pt")
+except Exception:
+    sys.exit(1)
+sys.exit(0 if ckpt["iteration"] >= ckpt["config"]["train"]["iters"] else 1)
+PY
+}
+
+train() {  # train <run name> <kdsr train args...>: start, resume or skip
+  local name=$1; shift
+  if finished "$name"; then echo "[skip] $name is finished"; return 0; fi
+  if [[ -f runs/$name/last.pt ]]; then
+    echo "[resume] $name"
+    kdsr train --resume "runs/$name/last.pt" --threads "$THREADS" --no-progress >>"runs/logs/$name.log" 2>&1
+  else
+    echo "[start] $name"
+    kdsr train "$@" --threads "$THREADS" --no-progress --set name="$name" >>"runs/logs/$name.log" 2>&1
+  fi
+}
+
+throttle() { while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done; }
+
+# ---- stage 1: teacher
+# shellcheck disable=SC2086
+train small_iso_x4_teacher --config small_iso_x4_teacher $TEACHER_SET
+TEACHER=runs/small_iso_x4_teacher/last.pt
+
+# ---- stage 2: students (same init and batches per seed; the KD loss is the only difference)
+STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1)
+for tag in "${STUDENTS[@]}"; do
+  kd=${tag%_s*}; seed=${tag#*_s}
+  throttle
+  # shellcheck disable=SC2086
+  train "small_iso_x4_student_$tag" --config small_iso_x4_student --teacher "$TEACHER" \
+      --set train.kd_loss="$kd" seed="$seed" $STUDENT_SET &
+done
+wait
+
+# ---- evaluation: Set5 + Set14, Gaussian8 x4 (Y PSNR/SSIM), one JSON per model
+evaluate() {  # evaluate <checkpoint or 'bicubic'> <json>
+  [[ -f $2 ]] && { echo "[skip] $2 exists"; return 0; }
+  kdsr eval --checkpoint "$1" --hr-dir "$DATA/Set5" "$DATA/Set14" --kernels gaussian8 --scale 4 \
+      --threads "$THREADS" --json "$2" >>"runs/logs/eval.log" 2>&1
+}
+evaluate bicubic "$OUT/bicubic.json" &
+evaluate "$TEACHER" "$OUT/teacher.json" &
+wait
+for tag in "${STUDENTS[@]}"; do
+  throttle
+  evaluate "runs/small_iso_x4_student_$tag/last.pt" "$OUT/student_$tag.json" &
+done
+wait
+
+# ---- sigma read-out (Set14, sigma 0.2-4.0, GroupKFold by image) per model + t-SNE of D (Gaussian8 on B100)
+CKPTS=("$TEACHER"); LABELS=("teacher")
+for tag in "${STUDENTS[@]}"; do CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); LABELS+=("student_$tag"); done
+kdsr tsne --checkpoint "${CKPTS[@]}" --label "${LABELS[@]}" --hr-dir "$DATA/Set14" --crops 40 --lr-patch 32 \
+    --readout-dir "$DATA/Set14" --readout-json "$OUT/sigma_r2.json" --threads "$THREADS" -o /tmp/kdsr_tsne_all.png
+kdsr tsne --checkpoint "$TEACHER" runs/small_iso_x4_student_kl_s1/last.pt runs/small_iso_x4_student_none_s1/last.pt \
+    --label "teacher (sees HR)" "student, KD = KL" "student, no KD" --hr-dir "$DATA/B100" --crops 40 \
+    --lr-patch 32 --readout-dir "$DATA/Set14" --threads "$THREADS" -o docs/small_iso_x4_tsne.png
+
+# ---- table from the JSONs (mean over seeds, spread = max - min, gaps vs no-KD and bicubic)
+python scripts/small_results_table.py "$OUT" | tee "$OUT/table.md"

@@ -1,0 +1,90 @@
+"""Markdown results table of the issue-12 reproduction, generated from its `kdsr eval --json` files.
+
+    python scripts/small_results_table.py docs/results/small
+
+Reads <dir>/{bicubic,teacher}.json, <dir>/student_<kd>_s<seed>.json and, when present, <dir>/sigma_r2.json
+({label: R²} from `kdsr tsne --readout-json`). Rows with several seeds show the mean and the spread
+(max - min over seeds); the gap columns compare with the no-KD student's mean, with both spreads next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+DATASETS = ("Set5", "Set14")
+ORDER = ("teacher", "kl", "l1", "l2", "none", "bicubic")
+LABELS = {
+    "teacher": "Teacher (sees HR)",
+    "kl": "Student, KD = KL",
+    "l1": "Student, KD = L1",
+    "l2": "Student, KD = L2",
+    "none": "Student, no KD",
+    "bicubic": "Bicubic",
+}
+
+
+def collect(folder: Path) -> dict[str, list[tuple[str, dict]]]:
+    """{model key: [(json stem, results by dataset), ...]} for every eval JSON in `folder`."""
+    found: dict[str, list[tuple[str, dict]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        match = re.fullmatch(r"student_(kl|l1|l2|none)_s(\d+)", path.stem)
+        key = match.group(1) if match else path.stem
+        if key not in LABELS:
+            continue
+        found.setdefault(key, []).append((path.stem, json.loads(path.read_text())["results"]))
+    return found
+
+
+def _cell(values: list[float], digits: int) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f} (n={len(values)})"
+
+
+def table(folder: Path) -> str:
+    """The Markdown table (PSNR, SSIM per dataset, gap to no-KD on Set14, σ-R²)."""
+    found = collect(folder)
+    r2_path = folder / "sigma_r2.json"
+    r2 = json.loads(r2_path.read_text()) if r2_path.exists() else {}
+    none_set14 = [res["Set14"]["psnr"] for _, res in found.get("none", [])]
+    head = ["model"] + [f"{d} PSNR / SSIM" for d in DATASETS] + ["Set14 Δ vs no-KD (dB)", "σ-R² of D"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for key in ORDER:
+        if key not in found:
+            continue
+        runs = found[key]
+        cells = [LABELS[key]]
+        for d in DATASETS:
+            cells.append(
+                _cell([r[d]["psnr"] for _, r in runs], 3) + " / " + _cell([r[d]["ssim"] for _, r in runs], 4)
+            )
+        own = [r["Set14"]["psnr"] for _, r in runs]
+        if none_set14 and key not in ("none",):
+            gap = sum(own) / len(own) - sum(none_set14) / len(none_set14)
+            spreads = [(max(v) - min(v)) / 2 for v in (own, none_set14) if len(v) > 1]
+            noise = f" (seed ± {max(spreads):.3f})" if spreads else ""
+            cells.append(f"{gap:+.3f}{noise}")
+        else:
+            cells.append("")
+        scores = [r2[stem] for stem, _ in runs if stem in r2]
+        cells.append(_cell(scores, 2) if scores else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("± is half the range over seeds (n = number of seeds); Δ compares seed means.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python scripts/small_results_table.py <folder of eval JSONs>", file=sys.stderr)
+        return 2
+    print(table(Path(argv[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

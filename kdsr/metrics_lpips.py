@@ -5,7 +5,7 @@
 where f_l are the post-ReLU features of a backbone (VGG16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 or
 AlexNet relu1..relu5) on the input scaled to [-1, 1] and then shifted/scaled by LPIPS's fixed per-channel
 constants. The heads ``w_l`` are read by path from the installed ``lpips`` package
-(``lpips/weights/v0.1/{vgg,alex}.pth``; ``pip install --no-deps lpips==0.1.4``, part of the ``[gan]`` extra)
+(``lpips/weights/v0.1/{vgg,alex}.pth``; ``pip install --no-deps lpips==0.1.4``: it declares torchvision)
 without importing it (its module imports torchvision). The backbone is a torchvision-format state dict the
 user supplies (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``): no wheel ships ImageNet weights. Files
 are read with ``torch.load(weights_only=True)``. Inputs: RGB (B, 3, H, W) float in [0, 1]; output: (B,)
@@ -51,7 +51,7 @@ def lpips_heads_path(net: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LPIPSUnavailable(
             "LPIPS needs the lpips package's linear heads: pip install --no-deps lpips==0.1.4 "
-            '(or pip install -e ".[gan]")'
+            "(--no-deps: lpips declares torchvision, which would replace torch)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     if not path.is_file():

@@ -10,7 +10,7 @@ from kdsr.metrics_lpips import LPIPS, LPIPSUnavailable, lpips_heads_path
 
 HAVE_LPIPS = importlib.util.find_spec("lpips") is not None
 NEED_LPIPS = pytest.mark.skipif(
-    not HAVE_LPIPS, reason='needs the [gan] extra: pip install -e ".[gan]" (lpips==0.1.4 heads)'
+    not HAVE_LPIPS, reason="needs lpips's heads: pip install --no-deps lpips==0.1.4"
 )
 # torchvision features layouts: conv index -> (stride, padding); pools after these conv indices
 _VGG_CONVS = {i: (1, 1) for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)}
@@ -82,10 +82,10 @@ def test_missing_backbone_names_the_file(tmp_path):
 
 
 def test_skip_reason_names_the_extra():
-    assert "[gan]" in NEED_LPIPS.kwargs["reason"]
+    assert "pip install --no-deps lpips==0.1.4" in NEED_LPIPS.kwargs["reason"]
 
 
 def test_missing_package_message(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(LPIPSUnavailable, match=r"lpips==0\.1\.4.*\[gan\]"):
+    with pytest.raises(LPIPSUnavailable, match=r"pip install --no-deps lpips==0\.1\.4"):
         lpips_heads_path("vgg")

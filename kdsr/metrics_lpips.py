@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LPIPS", "lpips_heads_path", "LPIPSUnavailable", "LPIPS_BACKBONE_FILES"]
+__all__ = ["LPIPS", "lpips_distance", "lpips_heads_path", "LPIPSUnavailable", "LPIPS_BACKBONE_FILES"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -149,9 +149,22 @@ class LPIPS(nn.Module):
             raise ValueError(
                 f"LPIPS needs two (B, 3, H, W) images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
             )
-        total = x.new_zeros(x.shape[0], dtype=torch.float64)
-        for fx, fy, w in zip(self.layer_features(x), self.layer_features(y), self.heads, strict=True):
-            nx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + _EPS)
-            ny = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + _EPS)
-            total += F.conv2d((nx - ny).pow(2), w).mean(dim=(1, 2, 3)).to(torch.float64)
-        return total
+        return lpips_distance(self.layer_features(x), self.layer_features(y), list(self.heads)).to(
+            torch.float64
+        )
+
+
+def lpips_distance(
+    feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], heads: list[torch.Tensor]
+) -> torch.Tensor:
+    """The LPIPS sum over layers of mean_{h,w} head·(unit-normalised feature difference)²; returns (B,).
+
+    ``feats_*[l]`` are (B, C_l, h_l, w_l) features, ``heads[l]`` (1, C_l, 1, 1) non-negative weights.
+    Differentiable (used as the offline perceptual loss); the result has the features' dtype.
+    """
+    total = feats_x[0].new_zeros(feats_x[0].shape[0])
+    for fx, fy, w in zip(feats_x, feats_y, heads, strict=True):
+        nx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + _EPS)
+        ny = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + _EPS)
+        total = total + F.conv2d((nx - ny).pow(2), w.to(fx.dtype)).mean(dim=(1, 2, 3))
+    return total

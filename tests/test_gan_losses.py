@@ -122,3 +122,14 @@ def test_perceptual_loss_stays_eval():
     loss = PerceptualLoss(VGG19Features(("conv1_2",)), {"conv1_2": 1.0})
     loss.train()
     assert not loss.net.training
+
+
+def test_build_perceptual_never_falls_back(tmp_path):
+    from kdsr.training.perceptual import build_perceptual
+
+    with pytest.raises(MissingWeightsError, match="vgg19-dcbb9e9d.pth"):
+        build_perceptual("vgg19", tmp_path / "absent.pth")  # no silent switch to stlpips-vgg16
+    with pytest.raises(ValueError, match="unknown loss.perceptual.network"):
+        build_perceptual("vgg16", None)
+    with pytest.raises(ValueError, match="for network vgg19"):
+        build_perceptual("stlpips-vgg16", tmp_path / "x.pth")

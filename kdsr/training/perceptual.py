@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VGG19Features", "PerceptualLoss", "VGG19_LAYER_WEIGHTS", "MissingWeightsError", "VGG19_FILE_HELP"]
+__all__ = [
+    "VGG19Features",
+    "PerceptualLoss",
+    "build_perceptual",
+    "PERCEPTUAL_NETWORKS",
+    "VGG19_LAYER_WEIGHTS",
+    "MissingWeightsError",
+    "VGG19_FILE_HELP",
+]
 
 # (name, out_channels) per conv; "M" is a 2×2 max-pool. Indices follow torchvision's vgg19().features.
 _VGG19_CFG = [
@@ -140,3 +148,39 @@ def build_vgg19_perceptual(weights: str | Path | None) -> PerceptualLoss:
     feats = VGG19Features()
     feats.load_torchvision(weights)
     return PerceptualLoss(feats)
+
+
+PERCEPTUAL_NETWORKS = ("vgg19", "stlpips-vgg16")
+
+
+class _STLPIPSLoss(nn.Module):
+    """The offline perceptual loss: batch-mean ST-LPIPS distance (a different network from the paper's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from kdsr.stlpips_net import STLPIPSVGG16
+
+        self.net = STLPIPSVGG16()
+
+    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pair in [0, 1] -> 0-dim mean ST-LPIPS(SR, GT), GT side without gradient."""
+        return self.net(sr, gt.detach()).mean()
+
+
+def build_perceptual(network: str, weights: str | Path | None) -> nn.Module:
+    """``loss.perceptual.{network, weights}`` -> the loss module; call it before any training work.
+
+    ``vgg19`` (the paper's) needs torchvision's ImageNet file in ``weights`` and stops with
+    ``MissingWeightsError`` naming it; ``stlpips-vgg16`` needs the ``[gan]`` extra and stops with
+    ``STLPIPSUnavailable`` otherwise. Neither ever falls back to the other.
+    """
+    if network == "vgg19":
+        return build_vgg19_perceptual(weights)
+    if network == "stlpips-vgg16":
+        if weights:
+            raise ValueError(
+                "loss.perceptual.weights is for network vgg19; stlpips-vgg16 reads its weights from the "
+                "stlpips-pytorch package — unset one of the two"
+            )
+        return _STLPIPSLoss()
+    raise ValueError(f"unknown loss.perceptual.network {network!r}; choose one of {PERCEPTUAL_NETWORKS}")

@@ -55,6 +55,17 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument(
+        "--lpips",
+        metavar="BACKBONE",
+        help="also report LPIPS (VGG) using this torchvision vgg16-397923af.pth file and lpips's heads "
+        "(pip install --no-deps lpips==0.1.4)",
+    )
+    p.add_argument(
+        "--st-lpips",
+        action="store_true",
+        help="also report ST-LPIPS (offline, not comparable to LPIPS; needs the [gan] extra)",
+    )
+    p.add_argument(
         "--json", dest="json_out", help="also write the results (means, per kernel, per image) here"
     )
     add_trust_checkpoint_flag(p)
@@ -94,6 +105,19 @@ def run(args) -> int:
             print(f"kdsr eval: the model is x{model_scale} but --scale is {args.scale}", file=sys.stderr)
             return 1
         model = model.to(device).eval()
+    extra = {}
+    try:
+        if args.lpips:
+            from kdsr.metrics_lpips import LPIPS
+
+            extra["lpips"] = LPIPS("vgg", backbone=args.lpips).to(device)
+        if args.st_lpips:
+            from kdsr.stlpips_net import STLPIPSVGG16
+
+            extra["st-lpips"] = STLPIPSVGG16().to(device)
+    except RuntimeError as exc:  # LPIPSUnavailable / STLPIPSUnavailable: a missing file or extra
+        print(f"kdsr eval: {exc}", file=sys.stderr)
+        return 2
     results = {}
     if args.lr_dir is not None and len(args.hr_dir) != 1:
         print("kdsr eval: --lr-dir takes exactly one --hr-dir (its HR partner folder)", file=sys.stderr)
@@ -111,12 +135,15 @@ def run(args) -> int:
             pairs = kdsr.data.benchmark_pairs(folder, args.scale, kernels=args.kernels, noise=args.noise)
         pairs = limit_images(pairs, args.max_images)
         name = Path(folder).name
-        results[name] = evaluate_model(model, pairs, args.scale, device, progress=True, desc=name)
+        results[name] = evaluate_model(
+            model, pairs, args.scale, device, progress=True, desc=name, extra_metrics=extra
+        )
     setting = f"paired LR {args.lr_dir}" if args.lr_dir else f"kernels={args.kernels}  noise={args.noise}"
     print(f"{args.checkpoint}  x{args.scale}  {setting}")
-    print(f"{'dataset':<12}{'pairs':>7}{'PSNR':>9}{'SSIM':>9}")
+    print(f"{'dataset':<12}{'pairs':>7}{'PSNR':>9}{'SSIM':>9}" + "".join(f"{m.upper():>10}" for m in extra))
     for name, res in results.items():
-        print(f"{name:<12}{res['count']:>7}{res['psnr']:>9.3f}{res['ssim']:>9.4f}")
+        cells = "".join(f"{res[m]:>10.4f}" for m in extra)
+        print(f"{name:<12}{res['count']:>7}{res['psnr']:>9.3f}{res['ssim']:>9.4f}{cells}")
     if args.json_out:
         payload = {
             "checkpoint": args.checkpoint,

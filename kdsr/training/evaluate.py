@@ -75,8 +75,12 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "eval",
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mean PSNR/SSIM of `model` (or "bicubic") over the pairs.
+
+    `extra_metrics` maps a name (e.g. "st-lpips") to a callable (sr, hr) (1, 3, H, W) in [0, 1] -> (1,)
+    tensor, computed on the full RGB images (no crop) and reported as a mean and per image.
 
     Returns {"psnr": float, "ssim": float, "count": int, "per_kernel": {label: {"psnr", "ssim"}},
     "per_image": [{"name", "kernel", "psnr", "ssim"}]}. The HR is cropped to a multiple of `scale`
@@ -98,7 +102,10 @@ def evaluate_model(
             hr_crop = hr_b[..., :h, :w]
             psnr = float(kdsr.metrics.psnr(sr, hr_crop, crop_border=scale, y_channel=True).mean())
             ssim = float(kdsr.metrics.ssim(sr, hr_crop, crop_border=scale, y_channel=True).mean())
-            rows.append({"name": name, "kernel": _kernel_label(params), "psnr": psnr, "ssim": ssim})
+            row = {"name": name, "kernel": _kernel_label(params), "psnr": psnr, "ssim": ssim}
+            for metric, fn in (extra_metrics or {}).items():
+                row[metric] = float(fn(sr.clamp(0, 1), hr_crop).mean())
+            rows.append(row)
     finally:
         if was_training:
             model.train()
@@ -109,6 +116,7 @@ def evaluate_model(
     return {
         "psnr": sum(r["psnr"] for r in rows) / len(rows),
         "ssim": sum(r["ssim"] for r in rows) / len(rows),
+        **{m: sum(r[m] for r in rows) / len(rows) for m in (extra_metrics or {})},
         "count": len(rows),
         "per_kernel": {k: {m: sum(v) / len(v) for m, v in d.items()} for k, d in per_kernel.items()},
         "per_image": rows,

@@ -140,14 +140,6 @@ MUTATIONS = [
         ("tests/test_cuda_compile.py", "-k", "match_oracle"),
     ),
     Mutation(
-        "cuda-workspace-rows-short",
-        "cuda_backend sizes the grad_w workspace one tile short",
-        "kdsr_kernels/cuda_backend.py",
-        "return tiles if tiles > 1 else 0",
-        "return tiles - 1 if tiles > 1 else 0",
-        ("tests/test_cuda_compile.py", "-k", "workspace_sizing"),
-    ),
-    Mutation(
         "cpu-isa-avx512-downgraded",
         "KDSR_CPU_ISA=avx512 silently runs AVX2 on an AVX-512 CPU",
         "csrc/idr_ddc_cpu.cpp",

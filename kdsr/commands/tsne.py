@@ -99,7 +99,16 @@ def run(args) -> int:
     if not Path(readout_dir).is_dir():
         print(f"kdsr tsne: --readout-dir {readout_dir!r} is not a folder", file=sys.stderr)
         return 1
-    probe = SigmaReadout(readout_dir, scale=int(model.config["scale"]), crops_per_image=args.readout_crops)
+    try:
+        probe = SigmaReadout(
+            readout_dir,
+            scale=int(model.config["scale"]),
+            crops_per_image=args.readout_crops,
+            lr_patch=args.lr_patch,
+        )
+    except ValueError as exc:  # e.g. no image large enough for the crops
+        print(f"kdsr tsne: σ read-out: {exc}", file=sys.stderr)
+        return 1
     scores = {}
     for label, model in models.items():
         scores[label] = probe.r2(model, args.feature)
@@ -110,5 +119,7 @@ def run(args) -> int:
     if args.readout_json:
         import json
 
-        Path(args.readout_json).write_text(json.dumps(scores, indent=2) + "\n")  # as `kdsr eval --json`
+        from kdsr.atomic import atomic_write_text
+
+        atomic_write_text(args.readout_json, json.dumps(scores, indent=2) + "\n")  # as `kdsr eval --json`
     return 0

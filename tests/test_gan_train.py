@@ -155,3 +155,12 @@ def test_shipped_gan_configs_hold_the_published_numbers():
 
 def test_skip_reason_names_the_gan_extra():
     assert "[gan]" in SKIP_REASON and "stlpips-pytorch" in SKIP_REASON
+
+
+@needs_gan_extra
+@pytest.mark.parametrize("flag", ["train.gan.v2=true", "train.gan.l1_gt_usm=true", None])
+def test_v2_flags_make_the_teacher_see_the_sharpened_gt(setup, tmp_path, flag):
+    from kdsr.degradations import usm_sharpen
+
+    trainer = _trainer(setup, tmp_path, extra=[flag] if flag else [])
+    assert trainer.gan.teacher_hr is (usm_sharpen if flag else None)

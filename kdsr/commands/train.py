@@ -1,7 +1,8 @@
-"""`kdsr train`: stage 1 (teacher, L1) or stage 2 (student, L1 + KD) from a YAML config.
+"""`kdsr train`: stage 1 (teacher, L1), stage 2 (student, L1 + KD) or the GAN stage from a YAML config.
 
 kdsr train --config iso_x4_M_teacher --fused-kernels
 kdsr train --config iso_x4_M_student --teacher runs/iso_x4_M_teacher/last.pt
+kdsr train --config tiny_realworld_x4_gan --teacher runs/T/best.pt --init runs/S/best.pt
 kdsr train --resume runs/iso_x4_M_student/last.pt
 torchrun --nproc_per_node=4 -m kdsr train --config iso_x4_M_teacher
 """
@@ -18,9 +19,11 @@ def add_parser(subparsers) -> None:
     """Register `kdsr train` and its flags."""
     p = subparsers.add_parser(
         "train",
-        help="train a KDSR teacher or student from a YAML config",
+        help="train a KDSR teacher, student or GAN student from a YAML config",
         description="Train a KDSR teacher (stage 1, L1) or student (stage 2, L1 + knowledge distillation "
-        "from a frozen teacher). Multi-GPU: launch with `torchrun --nproc_per_node=N -m kdsr train ...` "
+        "from a frozen teacher) or the GAN stage (stage: gan, KDSR_S-GAN: G from --init, a U-Net "
+        "discriminator, L1 + KD + perceptual + GAN losses). Multi-GPU: launch with "
+        "`torchrun --nproc_per_node=N -m kdsr train ...` "
         "(DDP; the global data.batch_size is split across processes; rank 0 writes). Outputs go to "
         "<logging.out_dir>/<name>/: last.pt, best.pt, train_log.csv, val_log.csv, tb/, curves.png.",
     )
@@ -29,7 +32,14 @@ def add_parser(subparsers) -> None:
         help="YAML config: a path or a shipped name (e.g. iso_x4_M_teacher, tiny_iso_x4_student). "
         "Optional with --resume (the checkpoint's config is used)",
     )
-    p.add_argument("--teacher", help="stage 2: the teacher checkpoint (path or shipped weights name)")
+    p.add_argument(
+        "--teacher", help="stages student and gan: the teacher checkpoint (path or shipped weights name)"
+    )
+    p.add_argument(
+        "--init",
+        help="stage gan: the student checkpoint G starts from (strict load; a training checkpoint gives its "
+        "EMA weights), e.g. runs/realworld_x4_student/best.pt",
+    )
     p.add_argument("--resume", help="continue a run exactly from its last.pt (or any checkpoint it wrote)")
     p.add_argument(
         "--set",
@@ -68,6 +78,8 @@ def _cli_overrides(args) -> list[str]:
     extra = list(args.overrides)
     if args.teacher is not None:
         extra.append(f"teacher={args.teacher}")
+    if args.init is not None:
+        extra.append(f"init={args.init}")
     if args.fused_kernels is not None:
         extra.append(f"fused_kernels={str(args.fused_kernels).lower()}")
     if args.name is not None:
@@ -81,7 +93,7 @@ def _cli_overrides(args) -> list[str]:
 
 def run(args) -> int:
     """Build the config, check it, train; returns 0 on success, 1 on a bad config or a diverged run,
-    2 when --resume / --teacher cannot be read (or is refused by the safe loader)."""
+    2 when --resume / --teacher / --init cannot be read (or is refused by the safe loader)."""
     import torch
 
     from kdsr.safe_load import CheckpointError

@@ -22,11 +22,12 @@ REFERENCE_ITERS_PER_EPOCH = 971
 
 DEFAULTS: dict[str, Any] = {
     "name": "kdsr_run",
-    "stage": "teacher",  # teacher (L1 only) | student (L1 + KD from a frozen teacher)
+    "stage": "teacher",  # teacher (L1) | student (L1 + KD from a frozen teacher) | gan (KDSR_S-GAN, §5c)
     "seed": 1,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "fused_kernels": True,
     "teacher": None,  # stage 2: path or shipped name of the stage-1 checkpoint
+    "init": None,  # stage gan: the student checkpoint G starts from (strict; its EMA weights)
     "model": {
         "variant": "M",  # M | L | GAN | tiny | small
         "scale": 4,
@@ -77,6 +78,23 @@ DEFAULTS: dict[str, Any] = {
         "lr_encoder_mult": 1.0,  # the encoder's learning rate is this times the SR network's (both phases)
         "precision": "fp32",  # fp32 | bf16 (CPU/CUDA autocast to bfloat16; fp32 master weights and loss)
         "compile": False,  # torch.compile the forward module
+        "gan": {  # stage gan only (G and D share train.lr / train.betas; G's lr is constant, no schedule)
+            "v2": False,  # V2: the teacher sees the USM-sharpened GT (every loss still uses the plain GT)
+            "l1_gt_usm": False,  # the reference's V2 flags; either one set means v2 (spec §5c quirk)
+            "percep_gt_usm": False,
+            "d_num_feat": 64,  # UNetDiscriminatorSN width
+        },
+    },
+    "loss": {  # stage gan only; KD uses train.kd_weight / train.temperature
+        "l1_weight": 1.0,
+        "perceptual_weight": 1.0,
+        "gan_weight": 1.0,  # KDSR's 1.0 (Real-ESRGAN uses 0.1)
+        "perceptual": {
+            "network": "vgg19",  # vgg19 (the paper's, needs weights) | stlpips-vgg16 (offline, [gan] extra)
+            "weights": None,  # vgg19: torchvision's vgg19-dcbb9e9d.pth
+            # vgg19 only: pre-ReLU feature weights (the paper's)
+            "layer_weights": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+        },
     },
     "logging": {
         "out_dir": "runs",
@@ -87,7 +105,8 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-STAGES = ("teacher", "student")
+STAGES = ("teacher", "student", "gan")
+PERCEPTUAL_NETWORKS = ("vgg19", "stlpips-vgg16")
 VARIANTS = ("M", "L", "GAN", "tiny", "small")
 KD_LOSSES = ("kl", "l1", "l2", "none")
 DEGRADATION_KINDS = ("iso", "aniso", "realworld")
@@ -266,6 +285,11 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
         _require(isinstance(log[key], int) and log[key] > 0, f"logging.{key} must be a positive int")
     if config["stage"] == "teacher":
         _require(train["encoder_iters"] == 0, "train.encoder_iters only applies to stage: student")
+    _require(
+        config["init"] is None or config["stage"] == "gan",
+        "--init (config key init) only applies to stage: gan; drop it for this stage",
+    )
+    _validate_gan(config)
     if not check_paths:
         return
     train_dir = Path(data["train_dir"])
@@ -286,11 +310,56 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
             f"data.val_sigma_dir {data['val_sigma_dir']!r} is not a folder; use e.g. "
             "--set data.val_sigma_dir=../shared/data/Set14, or null to skip the σ read-out",
         )
-    if config["stage"] == "student":
+    if config["stage"] in ("student", "gan"):
         _require(
             config["teacher"] is not None,
-            "stage: student needs a teacher checkpoint: pass --teacher runs/<teacher>/last.pt",
+            f"stage: {config['stage']} needs a teacher checkpoint: pass --teacher runs/<teacher>/best.pt",
         )
+    if config["stage"] == "gan":
+        _require(
+            config["init"] is not None,
+            "stage: gan needs the student checkpoint G starts from: pass --init runs/<student>/best.pt",
+        )
+
+
+def _validate_gan(config: Mapping[str, Any]) -> None:
+    """The loss.* and train.gan.* keys; the stage-gan restrictions on the other train keys."""
+    loss, gan, train = config["loss"], config["train"]["gan"], config["train"]
+    for key in ("l1_weight", "perceptual_weight", "gan_weight"):
+        v = loss[key]
+        _require(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+            f"loss.{key} must be a number >= 0, got {v!r}",
+        )
+    percep = loss["perceptual"]
+    _require(
+        percep["network"] in PERCEPTUAL_NETWORKS,
+        f"loss.perceptual.network must be one of {PERCEPTUAL_NETWORKS}, got {percep['network']!r}",
+    )
+    _require(
+        percep["weights"] is None or isinstance(percep["weights"], str),
+        "loss.perceptual.weights must be a path to vgg19-dcbb9e9d.pth or null",
+    )
+    for name, w in percep["layer_weights"].items():
+        _require(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0,
+            f"loss.perceptual.layer_weights.{name} must be a number >= 0",
+        )
+    for key in ("v2", "l1_gt_usm", "percep_gt_usm"):
+        _require(isinstance(gan[key], bool), f"train.gan.{key} must be true or false")
+    _require(
+        isinstance(gan["d_num_feat"], int) and gan["d_num_feat"] > 0,
+        "train.gan.d_num_feat must be a positive int",
+    )
+    if config["stage"] != "gan":
+        return
+    _require(train["kd_loss"] == "kl", "stage: gan distils with the KL loss: set train.kd_loss=kl")
+    _require(train["encoder_iters"] == 0, "train.encoder_iters only applies to stage: student; set it to 0")
+    _require(train["ema_decay"] > 0, "stage: gan keeps an EMA of G: set train.ema_decay (e.g. 0.999)")
+    _require(
+        train["precision"] == "fp32" and not train["compile"],
+        "stage: gan runs in fp32 without torch.compile: set train.precision=fp32 train.compile=false",
+    )
 
 
 def dump_config(config: Mapping[str, Any]) -> str:

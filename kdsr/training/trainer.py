@@ -1,4 +1,5 @@
-"""Two-stage KDSR training loop (spec §5a): teacher with L1, then student with L1 + KD.
+"""KDSR training loop (spec §5a, §5c): teacher with L1, student with L1 + KD, and the GAN stage
+(KDSR_S-GAN: G from a student checkpoint, a U-Net discriminator, L1 + KD + perceptual + GAN; GANStage).
 
 Reproducibility: the data of iteration i (crop indices, crops, augmentation, degradation) is drawn from
 RNGs seeded by (config seed, i, rank), so a resumed run sees exactly the batches an uninterrupted run
@@ -128,10 +129,57 @@ def resolve_teacher(name_or_path: str) -> str:
     )
 
 
+def _load_checkpoint_model(flag: str, name_or_path: str, fused: bool, trust_checkpoint: bool) -> nn.Module:
+    """kdsr.load a --teacher / --init file on the CPU (a training checkpoint gives its EMA weights)."""
+    import kdsr
+
+    try:
+        return kdsr.load(name_or_path, "cpu", fused_kernels=fused, trust_pickle=trust_checkpoint)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise CheckpointError(f"{flag} {name_or_path!r}: {exc}") from None
+
+
+def load_gan_generator(config: dict[str, Any], trust_checkpoint: bool = False) -> nn.Module:
+    """G of stage gan: the KDSRStudent in `config["init"]` (EMA weights of a training checkpoint), strict.
+
+    Raises ConfigError when the file is missing, holds a teacher, or has another architecture than the
+    config's model; CheckpointError when it cannot be read.
+    """
+    init = config["init"]
+    if not Path(init).is_file():
+        from kdsr.models.kdsr_model import shipped_names
+
+        if init not in shipped_names():
+            raise ConfigError(
+                f"--init {init!r} not found; pass the student checkpoint runs/<student>/best.pt"
+            )
+    student = _load_checkpoint_model("--init", init, bool(config["fused_kernels"]), trust_checkpoint)
+    if type(student).__name__ != "KDSRStudent":
+        raise ConfigError(
+            f"--init {init!r} holds a {type(student).__name__}, not a KDSRStudent; the GAN stage starts "
+            "from the stage-2 (student) checkpoint, e.g. --init runs/realworld_x4_student/best.pt"
+        )
+    from kdsr.models import VARIANTS
+
+    mcfg = config["model"]
+    expected = {"scale": mcfg["scale"], **VARIANTS[mcfg["variant"]], **model_overrides(mcfg)}
+    found = architecture_of(student)
+    if found != expected:
+        raise ConfigError(
+            f"--init {init!r} is another variant: it has {found}, the config asks for {expected} "
+            f"(model.variant={mcfg['variant']!r}); use the student trained with the same model settings"
+        )
+    return student
+
+
 def build_models(
     config: dict[str, Any], device: torch.device, trust_checkpoint: bool = False
 ) -> tuple[nn.Module, nn.Module | None]:
     """Create (trainable model, frozen teacher or None) for the config's stage, on `device`.
+
+    Stage gan: the teacher as for the student stage, and G loaded strictly from `config["init"]`.
 
     Stage teacher: a fresh KDSRTeacher. Stage student: the teacher is loaded from `config["teacher"]`,
     checked against the configured variant, frozen; the student copies the teacher's SR network and gets
@@ -150,14 +198,7 @@ def build_models(
             variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides
         )
         return model.to(device), None
-    try:
-        teacher = kdsr.load(
-            resolve_teacher(config["teacher"]), "cpu", fused_kernels=fused, trust_pickle=trust_checkpoint
-        )
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise CheckpointError(f"--teacher {config['teacher']!r}: {exc}") from None
+    teacher = _load_checkpoint_model("--teacher", resolve_teacher(config["teacher"]), fused, trust_checkpoint)
     if type(teacher).__name__ != "KDSRTeacher":
         raise ConfigError(
             f"--teacher {config['teacher']!r} holds a {type(teacher).__name__}, not a KDSRTeacher; "
@@ -173,10 +214,35 @@ def build_models(
             f"{expected} (model.variant={mcfg['variant']!r}); train the teacher with the same model settings"
         )
     teacher.requires_grad_(False).eval()
+    if config["stage"] == "gan":
+        return load_gan_generator(config, trust_checkpoint).to(device), teacher.to(device)
     torch.manual_seed(config["seed"])
     student = kdsr.KDSRStudent.from_teacher(teacher)
     student.set_fused_kernels(fused)
     return student.to(device), teacher.to(device)
+
+
+def gan_v2(config: dict[str, Any]) -> bool:
+    """True when the teacher sees the USM-sharpened GT: train.gan.v2 or the reference's l1_gt_usm /
+    percep_gt_usm (which, in the reference, change only the teacher's GT; spec §5c)."""
+    gan = config["train"]["gan"]
+    return bool(gan["v2"] or gan["l1_gt_usm"] or gan["percep_gt_usm"])
+
+
+def build_gan_perceptual(config: dict[str, Any]) -> nn.Module:
+    """The perceptual loss of stage gan from loss.perceptual.*; any problem (a missing VGG19 file, the
+    [gan] extra not installed, weights given for the wrong network) becomes one ConfigError line."""
+    from kdsr.stlpips_net import STLPIPSUnavailable
+    from kdsr.training.perceptual import PerceptualLoss, build_perceptual
+
+    percep = config["loss"]["perceptual"]
+    try:
+        module = build_perceptual(percep["network"], percep["weights"])
+    except (OSError, ValueError, STLPIPSUnavailable) as exc:
+        raise ConfigError(str(exc)) from None
+    if isinstance(module, PerceptualLoss):
+        module.layer_weights = {k: float(v) for k, v in percep["layer_weights"].items()}
+    return module
 
 
 class Trainer:
@@ -206,41 +272,17 @@ class Trainer:
         self.log_cfg = config["logging"]
         self.run_dir = Path(self.log_cfg["out_dir"]) / config["name"]
         self.local_batch = local_batch_size(config["data"]["batch_size"], self.ctx)
+        perceptual = build_gan_perceptual(config) if self.stage == "gan" else None  # before any work
 
         self.model, self.teacher = build_models(config, self.device, trust_checkpoint)
         for net in (self.model, self.teacher):
             if net is not None:
                 net.validate_inputs = False  # the trainer builds its inputs; skip the per-call NaN sync
-        if self.stage == "student":
-            self.forward_module: nn.Module = StudentForward(self.model)
+        self.gan = None
+        if self.stage == "gan":
+            self._init_gan(perceptual)
         else:
-            self.forward_module = self.model
-        if self.ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_module = DistributedDataParallel(
-                self.forward_module,
-                device_ids=device_ids,
-                find_unused_parameters=self.train_cfg["encoder_iters"] > 0,
-            )
-        self.optimizer = torch.optim.Adam(
-            self._param_groups(),
-            lr=self.train_cfg["lr"],
-            betas=tuple(self.train_cfg["betas"]),
-            eps=self.train_cfg["eps"],
-            weight_decay=self.train_cfg["weight_decay"],
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRSchedule(self.train_cfg))
-        if self.train_cfg["compile"]:
-            self.forward_module = torch.compile(self.forward_module)
-        self.ema = None
-        if self.train_cfg["ema_decay"] > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg["ema_decay"]), use_buffers=True
-            )
+            self._init_optimisation()
         dcfg = config["data"]
         self.realworld = self._realworld_batches() if config["degradation"]["kind"] == "realworld" else None
         self.dataset = kdsr.data.HRImageDataset(
@@ -276,6 +318,73 @@ class Trainer:
         self.best_psnr: float | None = None
         if resume is not None:
             self._restore(resume)
+
+    def _init_optimisation(self) -> None:
+        """Forward module (DDP / compile), Adam, step schedule and EMA of the teacher and student stages."""
+        if self.stage == "student":
+            self.forward_module: nn.Module = StudentForward(self.model)
+        else:
+            self.forward_module = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_module = DistributedDataParallel(
+                self.forward_module,
+                device_ids=device_ids,
+                find_unused_parameters=self.train_cfg["encoder_iters"] > 0,
+            )
+        self.optimizer = torch.optim.Adam(
+            self._param_groups(),
+            lr=self.train_cfg["lr"],
+            betas=tuple(self.train_cfg["betas"]),
+            eps=self.train_cfg["eps"],
+            weight_decay=self.train_cfg["weight_decay"],
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRSchedule(self.train_cfg))
+        if self.train_cfg["compile"]:
+            self.forward_module = torch.compile(self.forward_module)
+        self.ema = None
+        if self.train_cfg["ema_decay"] > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg["ema_decay"]), use_buffers=True
+            )
+
+    def _init_gan(self, perceptual: nn.Module) -> None:
+        """GANStage on G (self.model), the frozen teacher and `perceptual`, fed by `batch_for`."""
+        from kdsr.degradations import usm_sharpen
+        from kdsr.training.gan_stage import GANStage
+
+        t, loss, gan = self.train_cfg, self.config["loss"], self.train_cfg["gan"]
+        settings = {
+            "lr": t["lr"],
+            "betas": tuple(t["betas"]),
+            "ema_decay": t["ema_decay"],
+            "l1_weight": loss["l1_weight"],
+            "kd_weight": t["kd_weight"],
+            "perceptual_weight": loss["perceptual_weight"],
+            "gan_weight": loss["gan_weight"],
+            "temperature": t["temperature"],
+            "d_num_feat": gan["d_num_feat"],
+        }
+        torch.manual_seed(self.config["seed"])  # D's initialisation
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.gan = GANStage(
+            self.model,
+            self.teacher,
+            perceptual.to(self.device),
+            self.batch_for,
+            settings,
+            teacher_hr=usm_sharpen if gan_v2(self.config) else None,
+            ddp=self.ctx.distributed,
+            device_ids=device_ids,
+        )
+        self.forward_module = self.gan.g_forward
+        self.optimizer = self.gan.opt_g
+        self.scheduler = None  # G's lr is constant (the reference's 1e-4 * 0.5 ** (i // 400k) over 400k)
+        self.ema = self.gan.ema
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Adam groups: one (train.lr) when train.lr_encoder_mult is 1, as before the option existed (so
@@ -381,11 +490,33 @@ class Trainer:
         l1 = F.l1_loss(sr.float(), hr)
         return l1 + kd_term, {"l1": l1.detach(), "kd": kd.detach()}
 
+    def gan_step(self, iteration: int) -> dict[str, float]:
+        """One G step then one D step (GANStage); returns rank-averaged {"loss" (G's total), "l1", "kd",
+        "lr", "percep", "gan_g", "d_real", "d_fake", "out_d_real", "out_d_fake"}.
+
+        Raises TrainingDiverged on a non-finite loss (the step has run: the last saved last.pt is kept).
+        """
+        parts = self.gan.step(iteration)
+        names = list(parts)
+        values = all_reduce_mean(torch.tensor([parts[k] for k in names], device=self.device), self.ctx)
+        stats = dict(zip(names, values.tolist(), strict=True))
+        if not all(math.isfinite(v) for v in stats.values()):
+            raise TrainingDiverged(
+                f"GAN loss became non-finite at iteration {iteration + 1} ({stats}); last.pt in "
+                f"{self.run_dir} keeps the last saved state. Lower train.lr (now {self.train_cfg['lr']}) "
+                "and resume with --resume"
+            )
+        stats["loss"] = stats.pop("loss_g")
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        return stats
+
     def train_step(self, iteration: int) -> dict[str, float]:
-        """One optimisation step; returns the rank-averaged {"loss", "l1", "kd", "lr"}.
+        """One optimisation step; returns the rank-averaged {"loss", "l1", "kd", "lr"} (stage gan: gan_step).
 
         Raises TrainingDiverged (after saving last.pt with the pre-step state) on a non-finite loss.
         """
+        if self.gan is not None:
+            return self.gan_step(iteration)
         self.model.train()
         lr_img, hr = self.batch_for(iteration)
         loss, parts = self.compute_loss(lr_img, hr, iteration)
@@ -413,15 +544,16 @@ class Trainer:
     # ----------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """The full training state as a checkpoint dict (see kdsr.training.checkpoint)."""
-        ema_state = self.ema.state_dict() if self.ema is not None else None
+        ema_state = self.ema.state_dict() if self.ema is not None and self.gan is None else None
         return {
             "format": ckpt_io.CHECKPOINT_FORMAT,
             "version": ckpt_io.CHECKPOINT_VERSION,
             "iteration": self.iteration,
             "model": model_payload(self.model),
             "ema_model": model_payload(self.ema.module) if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.gan is None else None,
+            "scheduler": self.scheduler.state_dict() if self.gan is None else None,
+            "gan": self.gan.state() if self.gan is not None else None,  # G, D, both optimizers, the EMA
             "ema": ema_state,
             "rng": ckpt_io.capture_rng_state(),
             "config": self.config,
@@ -435,6 +567,24 @@ class Trainer:
         return ckpt_io.save_atomic(self.state(), self.run_dir / filename)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        if self.gan is not None:
+            if ckpt.get("gan") is None:
+                raise ConfigError(
+                    "stage: gan but the checkpoint has no GAN state (it was written by stage "
+                    f"{ckpt['config'].get('stage')!r}); start the GAN stage with --init <student>.pt instead"
+                )
+            self.gan.load_state(ckpt["gan"])
+        else:
+            self._restore_optimisation(ckpt)
+        ckpt_io.restore_rng_state(ckpt["rng"])
+        self.iteration = int(ckpt["iteration"])
+        self.best_psnr = ckpt.get("best_psnr")
+        if self.realworld is not None and ckpt.get("pair_queue") is not None:
+            self.realworld.queue.load_state_dict(ckpt["pair_queue"])
+
+    def _restore_optimisation(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("gan") is not None:
+            raise ConfigError("this checkpoint is from stage gan; resume it with its own config (stage: gan)")
         self.model.load_state_dict(ckpt["model"]["state_dict"])
         saved_groups = len(ckpt["optimizer"]["param_groups"])
         if saved_groups != len(self.optimizer.param_groups):
@@ -459,11 +609,6 @@ class Trainer:
                     "train.ema_decay > 0 but the checkpoint has no EMA state; resume with ema_decay=0"
                 )
             self.ema.load_state_dict(ckpt["ema"])
-        ckpt_io.restore_rng_state(ckpt["rng"])
-        self.iteration = int(ckpt["iteration"])
-        self.best_psnr = ckpt.get("best_psnr")
-        if self.realworld is not None and ckpt.get("pair_queue") is not None:
-            self.realworld.queue.load_state_dict(ckpt["pair_queue"])
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -486,7 +631,12 @@ class Trainer:
         logger = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            logger = _RunLogger(self.run_dir, self.log_cfg["tensorboard"], resume_from=self.iteration)
+            logger = _RunLogger(
+                self.run_dir,
+                self.log_cfg["tensorboard"],
+                resume_from=self.iteration,
+                extra_fields=_RunLogger.GAN_FIELDS if self.gan is not None else (),
+            )
             ckpt_io.remove_stale_temp_files(self.run_dir)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config))
         bar = tqdm(
@@ -554,9 +704,13 @@ class _RunLogger:
     """CSV + TensorBoard logging of training and validation scalars (rank 0 only)."""
 
     TRAIN_FIELDS = ("iteration", "loss", "l1", "kd", "lr", "it_per_s")
+    GAN_FIELDS = ("percep", "gan_g", "d_real", "d_fake", "out_d_real", "out_d_fake")
     VAL_FIELDS = ("iteration", "psnr", "ssim", "sigma_r2")
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_from: int = 0):
+    def __init__(
+        self, run_dir: Path, tensorboard: bool, resume_from: int = 0, extra_fields: tuple[str, ...] = ()
+    ):
+        self.train_fields = self.TRAIN_FIELDS + tuple(extra_fields)
         self.train_csv = run_dir / "train_log.csv"
         self.val_csv = run_dir / "val_log.csv"
         for path in (self.train_csv, self.val_csv):  # rows after the checkpoint will be logged again
@@ -599,9 +753,9 @@ class _RunLogger:
             writer.writerow(row)
 
     def log_train(self, iteration: int, stats: dict[str, float]) -> None:
-        self._append(self.train_csv, self.TRAIN_FIELDS, {"iteration": iteration, **stats})
+        self._append(self.train_csv, self.train_fields, {"iteration": iteration, **stats})
         if self.writer is not None:
-            for key in ("loss", "l1", "kd", "lr", "it_per_s"):
+            for key in self.train_fields[1:]:
                 self.writer.add_scalar(f"train/{key}", stats[key], iteration)
 
     def log_val(self, iteration: int, stats: dict[str, float]) -> None:

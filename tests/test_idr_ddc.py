@@ -89,7 +89,9 @@ def assert_rounded_once(actual, expected, abs_bound, n_terms: int, what: str, tr
     if truncating_store:
         return
     rounded = expected.float().to(dtype).double()  # oracle_fp32.to(dtype)
-    assert ((a - rounded).abs() <= ulp(rounded, dtype)).all(), (
+    # fp32_error too: where terms cancel, two fp32 summation orders may differ by more than an fp16 ulp of the
+    # (small) result, and then the two roundings land several ulps apart while both are "rounded once".
+    assert ((a - rounded).abs() <= ulp(rounded, dtype) + fp32_error).all(), (
         f"{what}: more than 1 ulp from oracle_fp32.to(dtype)"
     )
 

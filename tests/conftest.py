@@ -25,3 +25,12 @@ def _replayable_seed(request):
     random.seed(seed)
     print(f"random seed {seed} (replay: KDSR_TEST_SEED={seed} python -m pytest '{request.node.nodeid}')")
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (training tests: deterministic and cheaper on a shared machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,12 +21,7 @@ SKIP_REASON = (
 needs_gan_extra = pytest.mark.skipif(STLPIPS_MISSING, reason=SKIP_REASON)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from kdsr.training.config import load_config
 from kdsr.training.trainer import Trainer
 from kdsr.training.tsne import SigmaReadout, sigma_r2
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _probe(n_images=10, crops=4, seed=0):

@@ -15,13 +15,7 @@ from kdsr.training import checkpoint as ckpt_io
 from kdsr.training.config import load_config
 from kdsr.training.trainer import Trainer, TrainingDiverged
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

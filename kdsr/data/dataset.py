@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
-from .io import list_images, read_image_uint8
+from .cache import ImageStore, cache_mode, default_cache_dir
+from .io import list_images
 
 __all__ = ["HRImageDataset"]
 
@@ -27,10 +28,14 @@ class HRImageDataset(Dataset):
         scale: SR scale factor (int >= 1).
         lr_patch: LR patch side; the HR crop is scale · lr_patch.
         augment: random horizontal flip, vertical flip and transpose, each with p = 0.5.
-        cache: decode every image once at construction and keep it in memory as uint8 (about 3 bytes/pixel;
-            DF2K would need ~30 GB, B100 ~46 MB). Without it each item decodes its file.
+        cache: "ram" (decode every image once at construction, keep uint8 in memory: ~3 bytes/pixel, DF2K
+            ~29 GB, B100 ~46 MB), "disk" (decode once into memory-mapped .npy files in ``cache_dir``,
+            default ``<folder>/.kdsr_cache``) or "none" (decode on every access); true/false mean ram/none.
+            See kdsr.data.cache.
         repeat: the dataset length is ``repeat × number of images`` (EDSR-style epochs; item i uses image
             i mod n).
+        cache_dir: folder of the disk cache (mode "disk" only).
+        progress: a tqdm bar while a cache is built.
 
     Files that cannot be read, or are smaller than the crop, are skipped with one warning each (at
     construction from the file header, or on first failed decode). Randomness comes from torch's global RNG,
@@ -44,16 +49,19 @@ class HRImageDataset(Dataset):
         scale: int,
         lr_patch: int,
         augment: bool = True,
-        cache: bool = False,
+        cache: bool | str = False,
         repeat: int = 1,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
     ) -> None:
         for name, value in (("scale", scale), ("lr_patch", lr_patch), ("repeat", repeat)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        mode = cache_mode(cache)
         self.scale, self.lr_patch, self.repeat = scale, lr_patch, repeat
         self.patch = scale * lr_patch
         self.augment = bool(augment)
-        self.files = []
+        files = []
         for path in list_images(folder):
             try:
                 with Image.open(path) as img:
@@ -67,55 +75,55 @@ class HRImageDataset(Dataset):
                     stacklevel=2,
                 )
                 continue
-            self.files.append(path)
-        self._cache: list[torch.Tensor] | None = None
-        if cache:
-            images, kept = [], []
-            for path in tqdm(self.files, desc="caching HR images", unit="img", leave=False):
-                try:
-                    images.append(read_image_uint8(path))
-                    kept.append(path)
-                except (OSError, ValueError) as exc:
-                    warnings.warn(f"skipping undecodable image {path}: {exc}", stacklevel=2)
-            self.files, self._cache = kept, images
-        if not self.files:
+            files.append(path)
+        if not files:
             raise ValueError(f"no usable images of at least {self.patch}x{self.patch} pixels in {folder}")
+        if mode == "disk" and cache_dir is None:
+            cache_dir = default_cache_dir(folder)
+        self.store = ImageStore(files, mode, cache_dir, progress=progress)
+        self.files = self.store.files
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files) * self.repeat
 
-    def _load(self, index: int) -> torch.Tensor:
-        """(3, H, W) uint8 of image ``index``, falling back to the next decodable image."""
+    def _load(self, index: int) -> np.ndarray:
+        """(3, H, W) uint8 array of image ``index``, falling back to the next decodable image."""
         n = len(self.files)
         for step in range(n):
             j = (index + step) % n
             if j in self._bad:
                 continue
-            if self._cache is not None:
-                return self._cache[j]
             try:
-                return read_image_uint8(self.files[j])
+                return self.store.array(j)
             except (OSError, ValueError) as exc:
                 self._bad.add(j)
                 warnings.warn(f"skipping undecodable image {self.files[j]}: {exc}", stacklevel=2)
         raise RuntimeError("none of the training images could be decoded")
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a dataset of {len(self)} crops")
+    def crop(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(3, P, P) uint8 crop of image ``index mod n``: position, then flips/transpose, from ``generator``.
+
+        Draw order: top, left (torch.randint), then three flips (torch.rand(3) < 0.5) if augment. None uses
+        torch's global RNG (what ``__getitem__`` does).
+        """
         img = self._load(index % len(self.files))
         _, h, w = img.shape
         p = self.patch
-        top = int(torch.randint(0, h - p + 1, ()))
-        left = int(torch.randint(0, w - p + 1, ()))
-        crop = img[:, top : top + p, left : left + p]
+        top = int(torch.randint(0, h - p + 1, (), generator=generator))
+        left = int(torch.randint(0, w - p + 1, (), generator=generator))
+        crop = torch.from_numpy(np.ascontiguousarray(img[:, top : top + p, left : left + p]))
         if self.augment:
-            hflip, vflip, transpose = (torch.rand(3) < 0.5).tolist()
+            hflip, vflip, transpose = (torch.rand(3, generator=generator) < 0.5).tolist()
             if hflip:
                 crop = crop.flip(-1)
             if vflip:
                 crop = crop.flip(-2)
             if transpose:
                 crop = crop.transpose(-2, -1)
-        return crop.to(torch.float32).div_(255.0).contiguous()
+        return crop.contiguous()
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} crops")
+        return self.crop(index).to(torch.float32).div_(255.0)

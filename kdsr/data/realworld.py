@@ -5,7 +5,7 @@
     ckpt["pair_queue"] = batches.queue.state_dict()    # the queue travels with the checkpoint
 
 Per sample: random image, h-flip (p 0.5, no rotation), reflect-101 pad (bottom/right) or random crop to
-crop_size×crop_size. The batch is degraded by RealWorldDegradation, then one paired random crop
+crop_size×crop_size, then RealWorldDegradation of that sample. Then one paired random crop for the batch
 (GT gt_size / LR gt_size/scale) is taken, and the pair goes through the training-pair queue.
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdsr.degradations.realworld import RealWorldDegradation
 
-from .io import list_images, read_image_uint8
+from .cache import ImageStore, cache_mode, default_cache_dir
+from .io import list_images
 
 __all__ = ["PairQueue", "RealWorldBatches", "crop_or_pad"]
 
@@ -101,7 +103,12 @@ def crop_or_pad(img: torch.Tensor, size: int, generator: torch.Generator | None 
 
 
 class RealWorldBatches:
-    """Builds each real-world training batch from a folder of GT images; see the module docstring."""
+    """Builds each real-world training batch from a folder of GT images; see the module docstring.
+
+    ``cache``: how the decoded GT images are kept (kdsr.data.cache: "ram", the default, decodes all of them
+    at construction; "disk" memory-maps .npy files in ``cache_dir``, default ``<folder>/.kdsr_cache``;
+    "none" decodes on every access).
+    """
 
     def __init__(
         self,
@@ -112,6 +119,9 @@ class RealWorldBatches:
         crop_size: int = 400,
         queue_size: int = 180,
         degradation: RealWorldDegradation | None = None,
+        cache: bool | str = "ram",
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
     ) -> None:
         if gt_size % scale or crop_size % scale or gt_size > crop_size:
             raise ValueError(
@@ -119,32 +129,62 @@ class RealWorldBatches:
                 "with gt_size <= crop_size"
             )
         self.files = list_images(folder)
-        if not self.files:
-            raise ValueError(f"no images in {folder}")
-        self.images = [read_image_uint8(p) for p in self.files]
+        mode = cache_mode(cache)
+        if mode == "disk" and cache_dir is None:
+            cache_dir = default_cache_dir(folder)
+        self.store = ImageStore(self.files, mode, cache_dir, progress=progress)
+        self.files = self.store.files
         self.scale, self.gt_size, self.batch, self.crop_size = scale, gt_size, batch, crop_size
         self.degradation = degradation or RealWorldDegradation(scale=scale)
         self.queue = PairQueue(queue_size, batch)
 
-    def gt_crops(self, generator: torch.Generator | None) -> torch.Tensor:
-        """(batch, 3, crop, crop) float32 GT crops: random image, h-flip p 0.5, crop or pad."""
-        idx = torch.randint(len(self.images), (self.batch,), generator=generator).tolist()
-        flips = (torch.rand(self.batch, generator=generator) < 0.5).tolist()
-        crops = []
-        for i, flip in zip(idx, flips, strict=True):
-            img = self.images[i].flip(-1) if flip else self.images[i]
-            crops.append(crop_or_pad(img, self.crop_size, generator))
-        return torch.stack(crops).float() / 255
+    def gt_crop(self, generator: torch.Generator | None) -> torch.Tensor:
+        """(3, crop, crop) uint8 GT crop: random image, h-flip p 0.5, then crop or pad (crop_or_pad).
+
+        Draw order: image index, flip, top, left. Only the crop is copied out of the stored image.
+        """
+        index = int(torch.randint(len(self.store), (), generator=generator))
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        img = self.store.array(index)
+        _, h, w = img.shape
+        size = self.crop_size
+        if h < size or w < size:
+            full = torch.from_numpy(np.array(img))
+            return crop_or_pad(full.flip(-1) if flip else full, size, generator).contiguous()
+        top = int(torch.randint(0, h - size + 1, (), generator=generator))
+        left = int(torch.randint(0, w - size + 1, (), generator=generator))
+        if flip:  # the crop at `left` of the flipped image is the flipped crop at w - size - left
+            left = w - size - left
+        crop = torch.from_numpy(np.ascontiguousarray(img[:, top : top + size, left : left + size]))
+        return (crop.flip(-1) if flip else crop).contiguous()
+
+    def pairs(
+        self,
+        gt_u8: torch.Tensor,
+        generators: list[torch.Generator | None],
+        batch_generator: torch.Generator | None,
+        device: torch.device | str = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Degrade GT crops (b, 3, crop, crop) uint8 sample by sample (sample j with ``generators[j]``), take
+        one paired random crop and pass the queue (both with ``batch_generator``).
+
+        Returns (lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)) float32 on ``device``.
+        """
+        gt = gt_u8.to(device, non_blocking=True).to(torch.float32) / 255
+        lq = torch.cat([self.degradation(gt[j : j + 1], generator=g) for j, g in enumerate(generators)])
+        p, s = self.gt_size // self.scale, self.scale
+        top = int(torch.randint(0, lq.shape[-2] - p + 1, (), generator=batch_generator))
+        left = int(torch.randint(0, lq.shape[-1] - p + 1, (), generator=batch_generator))
+        lq = lq[..., top : top + p, left : left + p]
+        gt = gt[..., top * s : (top + p) * s, left * s : (left + p) * s]
+        return self.queue.push_pop(lq.contiguous(), gt.contiguous(), batch_generator)
 
     def next(
         self, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lr, hr) float32 on ``device``: lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)."""
-        gt = self.gt_crops(generator).to(device)
-        lq = self.degradation(gt, generator=generator)
-        p, s = self.gt_size // self.scale, self.scale
-        top = int(torch.randint(0, lq.shape[-2] - p + 1, (), generator=generator))
-        left = int(torch.randint(0, lq.shape[-1] - p + 1, (), generator=generator))
-        lq = lq[..., top : top + p, left : left + p]
-        gt = gt[..., top * s : (top + p) * s, left * s : (left + p) * s]
-        return self.queue.push_pop(lq.contiguous(), gt.contiguous(), generator)
+        """One batch with every draw from ``generator``: (lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)).
+
+        The trainer instead gives every sample its own generator (kdsr.data.loader.RealWorldSource).
+        """
+        gt = torch.stack([self.gt_crop(generator) for _ in range(self.batch)])
+        return self.pairs(gt, [generator] * self.batch, generator, device)

@@ -49,7 +49,9 @@ DEFAULTS: dict[str, Any] = {
         "lr_patch": 64,
         "batch_size": 64,  # global batch; split evenly across DDP ranks
         "augment": True,
-        "cache": False,
+        "cache": "none",  # ram | disk | none (decoded-image cache, kdsr.data.cache); true/false = ram/none
+        "cache_dir": None,  # cache: disk: where the .npy files go; None: <train_dir>/.kdsr_cache
+        "workers": "auto",  # DataLoader worker processes per rank; auto: kdsr.data.loader.auto_workers
         "val_dir": None,  # HR folder for validation (e.g. Set5); None: no validation
         "val_kernels": "gaussian8",
         "val_noise": 0.0,
@@ -277,6 +279,19 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
     _require(train["lr_encoder_mult"] > 0, "train.lr_encoder_mult must be > 0 (1 = the SR network's lr)")
     _require(train["precision"] in ("fp32", "bf16"), "train.precision must be fp32 or bf16")
     _require(isinstance(train["compile"], bool), "train.compile must be true or false")
+    _require(
+        data["cache"] in (True, False, "ram", "disk", "none"),
+        f"data.cache must be ram, disk or none (true/false also mean ram/none), got {data['cache']!r}",
+    )
+    _require(
+        data["cache_dir"] is None or isinstance(data["cache_dir"], str),
+        "data.cache_dir must be a folder path or null (null: <train_dir>/.kdsr_cache)",
+    )
+    workers = data["workers"]
+    _require(
+        workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0),
+        f"data.workers must be auto or an int >= 0 (0: load in the training process), got {workers!r}",
+    )
     _require(
         isinstance(data["val_sigma_crops"], int) and data["val_sigma_crops"] > 0,
         "data.val_sigma_crops must be a positive int",

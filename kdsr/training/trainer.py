@@ -1,9 +1,11 @@
 """KDSR training loop (spec §5a, §5c): teacher with L1, student with L1 + KD, and the GAN stage
 (KDSR_S-GAN: G from a student checkpoint, a U-Net discriminator, L1 + KD + perceptual + GAN; GANStage).
 
-Reproducibility: the data of iteration i (crop indices, crops, augmentation, degradation) is drawn from
-RNGs seeded by (config seed, i, rank), so a resumed run sees exactly the batches an uninterrupted run
-would; model, optimizer, scheduler, EMA and every RNG state are restored from the checkpoint on top.
+Data: a torch DataLoader with data.workers processes builds the batch of iteration i (kdsr.data.loader:
+every sample draws from its own generator seeded by (config seed, i, rank, index in the batch)), so a
+resumed run, or one with another number of workers, sees exactly the batches of an uninterrupted run; model,
+optimizer, scheduler, EMA and every RNG state are restored from the checkpoint on top. No global RNG is
+reseeded.
 
 Output folder `<logging.out_dir>/<name>/`: config.yaml, last.pt, best.pt (by validation PSNR),
 train_log.csv, val_log.csv, tb/ (TensorBoard), curves.png.
@@ -24,11 +26,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdsr.data.benchmark import benchmark_pairs
+from kdsr.data.cache import cache_mode
+from kdsr.data.dataset import HRImageDataset
+from kdsr.data.loader import ClassicBatches, RealWorldSource, TrainLoader, auto_workers, iteration_seed
+from kdsr.data.realworld import RealWorldBatches
+from kdsr.degradations.pipeline import ClassicDegradation
+from kdsr.degradations.usm import usm_sharpen
+from kdsr.models.kdsr_model import VARIANTS, KDSRStudent, KDSRTeacher, shipped_names
+from kdsr.models.kdsr_model import load as load_model
 from kdsr.safe_load import CheckpointError
 from kdsr.training import checkpoint as ckpt_io
 from kdsr.training.config import ConfigError, dump_config, validate_config
 from kdsr.training.distributed import DistContext, all_reduce_mean, barrier, local_batch_size
 from kdsr.training.losses import kd_loss
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "iteration_seed"]  # iteration_seed: kdsr.data.loader
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,21 +97,6 @@ class StudentForward(nn.Module):
         return self.student.sr_net(lr, d), d_prime
 
 
-def iteration_seed(seed: int, iteration: int, rank: int) -> int:
-    """A 63-bit seed that depends on (seed, iteration, rank) only."""
-    words = np.random.SeedSequence([seed, iteration, rank]).generate_state(2, dtype=np.uint64)
-    return int(words[0]) >> 1
-
-
-def seed_everything_for(seed_value: int) -> None:
-    """Seed the global torch / numpy / python RNGs (the dataset's crops and flips use them)."""
-    import random
-
-    torch.manual_seed(seed_value)
-    np.random.seed(seed_value % (2**32))
-    random.seed(seed_value)
-
-
 def model_overrides(model_cfg: dict[str, Any]) -> dict[str, int]:
     """The non-null n_feats / n_blocks / n_encoder_res overrides of a model config."""
     return {k: model_cfg[k] for k in ("n_feats", "n_blocks", "n_encoder_res") if model_cfg[k] is not None}
@@ -120,8 +118,6 @@ def resolve_teacher(name_or_path: str) -> str:
     """Check that a teacher checkpoint path (or shipped name) can be found; return it unchanged."""
     if Path(name_or_path).is_file():
         return name_or_path
-    from kdsr.models.kdsr_model import shipped_names
-
     if name_or_path in shipped_names():
         return name_or_path
     raise ConfigError(
@@ -131,10 +127,8 @@ def resolve_teacher(name_or_path: str) -> str:
 
 def _load_checkpoint_model(flag: str, name_or_path: str, fused: bool, trust_checkpoint: bool) -> nn.Module:
     """kdsr.load a --teacher / --init file on the CPU (a training checkpoint gives its EMA weights)."""
-    import kdsr
-
     try:
-        return kdsr.load(name_or_path, "cpu", fused_kernels=fused, trust_pickle=trust_checkpoint)
+        return load_model(name_or_path, "cpu", fused_kernels=fused, trust_pickle=trust_checkpoint)
     except (OSError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -149,20 +143,16 @@ def load_gan_generator(config: dict[str, Any], trust_checkpoint: bool = False) -
     """
     init = config["init"]
     if not Path(init).is_file():
-        from kdsr.models.kdsr_model import shipped_names
-
         if init not in shipped_names():
             raise ConfigError(
                 f"--init {init!r} not found; pass the student checkpoint runs/<student>/best.pt"
             )
     student = _load_checkpoint_model("--init", init, bool(config["fused_kernels"]), trust_checkpoint)
-    if type(student).__name__ != "KDSRStudent":
+    if not isinstance(student, KDSRStudent):
         raise ConfigError(
             f"--init {init!r} holds a {type(student).__name__}, not a KDSRStudent; the GAN stage starts "
             "from the stage-2 (student) checkpoint, e.g. --init runs/realworld_x4_student/best.pt"
         )
-    from kdsr.models import VARIANTS
-
     mcfg = config["model"]
     expected = {"scale": mcfg["scale"], **VARIANTS[mcfg["variant"]], **model_overrides(mcfg)}
     found = architecture_of(student)
@@ -187,25 +177,19 @@ def build_models(
     The teacher file is read without running code unless `trust_checkpoint` (kdsr.load's trust_pickle);
     an unreadable or refused teacher file raises kdsr.safe_load.CheckpointError.
     """
-    import kdsr
-
     fused = bool(config["fused_kernels"])
     mcfg = config["model"]
     overrides = model_overrides(mcfg)
     torch.manual_seed(config["seed"])
     if config["stage"] == "teacher":
-        model = kdsr.KDSRTeacher(
-            variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides
-        )
+        model = KDSRTeacher(variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides)
         return model.to(device), None
     teacher = _load_checkpoint_model("--teacher", resolve_teacher(config["teacher"]), fused, trust_checkpoint)
-    if type(teacher).__name__ != "KDSRTeacher":
+    if not isinstance(teacher, KDSRTeacher):
         raise ConfigError(
             f"--teacher {config['teacher']!r} holds a {type(teacher).__name__}, not a KDSRTeacher; "
             "pass the stage-1 (teacher) checkpoint"
         )
-    from kdsr.models import VARIANTS
-
     expected = {"scale": mcfg["scale"], **VARIANTS[mcfg["variant"]], **overrides}
     found = architecture_of(teacher)
     if found != expected:
@@ -217,7 +201,7 @@ def build_models(
     if config["stage"] == "gan":
         return load_gan_generator(config, trust_checkpoint).to(device), teacher.to(device)
     torch.manual_seed(config["seed"])
-    student = kdsr.KDSRStudent.from_teacher(teacher)
+    student = KDSRStudent.from_teacher(teacher)
     student.set_fused_kernels(fused)
     return student.to(device), teacher.to(device)
 
@@ -260,8 +244,6 @@ class Trainer:
         progress: bool = True,
         trust_checkpoint: bool = False,
     ):
-        import kdsr
-
         validate_config(config)
         self.config = config
         self.ctx = ctx or DistContext()
@@ -283,26 +265,34 @@ class Trainer:
             self._init_gan(perceptual)
         else:
             self._init_optimisation()
-        dcfg = config["data"]
-        self.realworld = self._realworld_batches() if config["degradation"]["kind"] == "realworld" else None
-        self.dataset = kdsr.data.HRImageDataset(
-            dcfg["train_dir"],
-            config["model"]["scale"],
-            dcfg["lr_patch"],
-            augment=dcfg["augment"],
-            cache=dcfg["cache"],
-        )
-        if len(self.dataset) == 0:
-            raise ConfigError(f"data.train_dir {dcfg['train_dir']!r} holds no images")
-        deg = config["degradation"]
-        self.degradation = kdsr.degradations.ClassicDegradation(
-            scale=config["model"]["scale"],
-            kind=deg["kind"] if self.realworld is None else "iso",
-            sigma=(deg["sig_min"], deg["sig_max"]),
-            lambdas=(deg["lambda_min"], deg["lambda_max"]),
-            noise=(0.0, deg["noise"]),
-            per_sample=deg["per_sample"],
-        )
+        dcfg, deg = config["data"], config["degradation"]
+        self.realworld = None
+        self.dataset = None
+        self.degradation = None
+        if deg["kind"] == "realworld":
+            self.realworld = self._realworld_batches()
+            source = RealWorldSource(self.realworld, config["seed"], self.ctx.rank, self.train_cfg["iters"])
+        else:
+            self.dataset = self._hr_dataset()
+            self.degradation = ClassicDegradation(
+                scale=config["model"]["scale"],
+                kind=deg["kind"],
+                sigma=(deg["sig_min"], deg["sig_max"]),
+                lambdas=(deg["lambda_min"], deg["lambda_max"]),
+                noise=(0.0, deg["noise"]),
+                per_sample=deg["per_sample"],
+            )
+            source = ClassicBatches(
+                self.dataset,
+                self.degradation,
+                self.local_batch,
+                config["seed"],
+                self.ctx.rank,
+                self.train_cfg["iters"],
+            )
+        self.batch_source = source
+        workers = auto_workers() if dcfg["workers"] == "auto" else dcfg["workers"]
+        self.loader = TrainLoader(source, workers=workers, pin_memory=self.device.type == "cuda")
         self.val_pairs = self._load_val_pairs() if self.ctx.is_main else []
         self.sigma_readout = None
         if self.ctx.is_main and dcfg["val_sigma_dir"] is not None:
@@ -354,7 +344,6 @@ class Trainer:
 
     def _init_gan(self, perceptual: nn.Module) -> None:
         """GANStage on G (self.model), the frozen teacher and `perceptual`, fed by `batch_for`."""
-        from kdsr.degradations import usm_sharpen
         from kdsr.training.gan_stage import GANStage
 
         t, loss, gan = self.train_cfg, self.config["loss"], self.train_cfg["gan"]
@@ -405,12 +394,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- data
     def _load_val_pairs(self) -> list:
-        import kdsr
-
         dcfg = self.config["data"]
         if dcfg["val_dir"] is None:
             return []
-        pairs = kdsr.data.benchmark_pairs(
+        pairs = benchmark_pairs(
             dcfg["val_dir"],
             self.config["model"]["scale"],
             kernels=dcfg["val_kernels"],
@@ -420,10 +407,31 @@ class Trainer:
 
         return limit_images(pairs, dcfg["val_max_images"])
 
-    def _realworld_batches(self):
-        """The real-world batch builder (GT crops -> Real-ESRGAN degradation -> pair queue)."""
-        from kdsr.data.realworld import RealWorldBatches
+    def _cache_args(self) -> dict[str, Any]:
+        dcfg = self.config["data"]
+        return {
+            "cache": cache_mode(dcfg["cache"]),
+            "cache_dir": dcfg["cache_dir"],
+            "progress": self.progress and self.ctx.is_main,
+        }
 
+    def _hr_dataset(self) -> HRImageDataset:
+        """The HR crops of the classic path (data.train_dir, data.cache); a folder without usable images or
+        an unwritable disk cache is one ConfigError line."""
+        dcfg = self.config["data"]
+        try:
+            return HRImageDataset(
+                dcfg["train_dir"],
+                self.config["model"]["scale"],
+                dcfg["lr_patch"],
+                augment=dcfg["augment"],
+                **self._cache_args(),
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(_data_error(exc)) from None
+
+    def _realworld_batches(self) -> RealWorldBatches:
+        """The real-world batch builder (GT crops -> Real-ESRGAN degradation -> pair queue)."""
         dcfg, scale = self.config["data"], self.config["model"]["scale"]
         try:
             return RealWorldBatches(
@@ -433,24 +441,21 @@ class Trainer:
                 batch=self.local_batch,
                 crop_size=dcfg["crop_size"],
                 queue_size=dcfg["queue_size"],
+                **self._cache_args(),
             )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(_data_error(exc)) from None
 
     def _saves_queue(self) -> bool:
         return self.realworld is not None and not self.ctx.distributed
 
     def batch_for(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device."""
-        seed_value = iteration_seed(self.config["seed"], iteration, self.ctx.rank)
-        seed_everything_for(seed_value)
-        g = torch.Generator().manual_seed(seed_value)
-        if self.realworld is not None:
-            return self.realworld.next(generator=g, device=self.device)
-        indices = torch.randint(len(self.dataset), (self.local_batch,), generator=g).tolist()
-        hr = torch.stack([self.dataset[i] for i in indices]).to(self.device, torch.float32)
-        lr, _ = self.degradation(hr, generator=g)  # a CPU generator: the same draws on any device
-        return lr, hr
+        """(lr, hr) of this rank for `iteration`: lr (b,3,p,p), hr (b,3,s*p,s*p), float32 on the device.
+
+        Taken from the running DataLoader when it is at `iteration` (inside `run`), else built here; both
+        give the same tensors. The real-world path also pushes the batch through the pair queue.
+        """
+        return self.batch_source.finish(self.loader.get(iteration), self.device)
 
     # ----------------------------------------------------------------------------------------- step
     def encoder_only(self, iteration: int) -> bool:
@@ -648,6 +653,7 @@ class Trainer:
         )
         start_time = time.perf_counter()
         window_start, window_iters = start_time, 0
+        self.loader.start(self.iteration, end)
         try:
             while self.iteration < end:
                 it = self.iteration
@@ -686,10 +692,15 @@ class Trainer:
                     self.save("last.pt")
                 if self.iteration % self.log_cfg["save_every"] == 0:
                     barrier(self.ctx)
+        except BaseException:
+            self.loader.close()
+            raise
         finally:
             bar.close()
             if logger is not None:
                 logger.close()
+        if self.iteration == total:
+            self.loader.close()  # a run stopped early (stop_after) keeps its workers for the next run()
         result.iteration = self.iteration
         result.best_psnr = self.best_psnr
         result.wall_s = time.perf_counter() - start_time
@@ -698,6 +709,13 @@ class Trainer:
 
             plot_curves(self.run_dir)
         return result
+
+
+def _data_error(exc: Exception) -> str:
+    """One line for a data.train_dir problem (no images, none usable, an unwritable disk cache)."""
+    if isinstance(exc, PermissionError):
+        return f"data.cache: disk: {exc}; set data.cache_dir to a writable folder, or data.cache=ram / none"
+    return f"data.train_dir: {exc}; point it at a folder of HR images (--set data.train_dir=/path/to/HR)"
 
 
 class _RunLogger:

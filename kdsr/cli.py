@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne")
+SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne", "prepare_subimages")
 
 
 def build_parser() -> argparse.ArgumentParser:

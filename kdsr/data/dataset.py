@@ -101,27 +101,33 @@ class HRImageDataset(Dataset):
                 warnings.warn(f"skipping undecodable image {self.files[j]}: {exc}", stacklevel=2)
         raise RuntimeError("none of the training images could be decoded")
 
-    def crop(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def crop(
+        self, index: int, generator: torch.Generator | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(3, P, P) uint8 crop of image ``index mod n``: position, then flips/transpose, from ``generator``.
 
         Draw order: top, left (torch.randint), then three flips (torch.rand(3) < 0.5) if augment. None uses
-        torch's global RNG (what ``__getitem__`` does).
+        torch's global RNG (what ``__getitem__`` does). The flips are numpy views, so the pixels are copied
+        once, into ``out`` (a contiguous (3, P, P) uint8 tensor, e.g. a slot of a batch) or a new tensor.
         """
         img = self._load(index % len(self.files))
         _, h, w = img.shape
         p = self.patch
         top = int(torch.randint(0, h - p + 1, (), generator=generator))
         left = int(torch.randint(0, w - p + 1, (), generator=generator))
-        crop = torch.from_numpy(np.ascontiguousarray(img[:, top : top + p, left : left + p]))
+        view = img[:, top : top + p, left : left + p]
         if self.augment:
             hflip, vflip, transpose = (torch.rand(3, generator=generator) < 0.5).tolist()
             if hflip:
-                crop = crop.flip(-1)
+                view = view[:, :, ::-1]
             if vflip:
-                crop = crop.flip(-2)
+                view = view[:, ::-1, :]
             if transpose:
-                crop = crop.transpose(-2, -1)
-        return crop.contiguous()
+                view = view.transpose(0, 2, 1)
+        if out is None:
+            out = torch.empty((3, p, p), dtype=torch.uint8)
+        np.copyto(out.numpy(), view)
+        return out
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < len(self):

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from kdsr.degradations.pipeline import ClassicDegradation, degrade, quantize
 
@@ -82,6 +82,13 @@ def auto_workers(local_world_size: int | None = None) -> int:
     return 0 if per_rank <= 2 else min(8, per_rank - 1)
 
 
+def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty batch tensor; in a DataLoader worker it lives in shared memory from the start, so sending it
+    to the training process copies nothing more (what default_collate does for its batches)."""
+    out = torch.empty(shape, dtype=dtype)
+    return out.share_memory_() if get_worker_info() is not None else out
+
+
 class IterationSampler(Sampler[int]):
     """Yields the iterations start, start + 1, ..., stop - 1 (set the bounds before each iter())."""
 
@@ -126,11 +133,13 @@ class ClassicBatches(Dataset):
         if not deg.per_sample:
             batch_g = torch.Generator().manual_seed(iteration_seed(self.seed, iteration, self.rank))
             shared = deg.sample(1, batch_g)
-        crops, kernels, levels, fields = [], [], [], []
+        p = self.dataset.patch
+        hr = _batch_buffer((b, 3, p, p), torch.uint8)
+        kernels, levels, fields = [], [], []
         for j in range(b):
             g = sample_generator(self.seed, iteration, self.rank, j)
             index = int(torch.randint(len(self.dataset), (), generator=g))
-            crops.append(self.dataset.crop(index, g))
+            self.dataset.crop(index, g, out=hr[j])
             params = shared if shared is not None else deg.sample(1, g)
             if shared is None or j == 0:
                 kernels.append(params["kernel"])
@@ -139,7 +148,7 @@ class ClassicBatches(Dataset):
                 fields.append(torch.randn((3, lr_side, lr_side), generator=g, dtype=torch.float32))
         return {
             "iteration": iteration,
-            "hr": torch.stack(crops),
+            "hr": hr,
             "kernel": torch.cat(kernels),
             "noise": torch.cat(levels),
             "field": torch.stack(fields) if fields else torch.zeros(0),
@@ -175,7 +184,10 @@ class RealWorldSource(Dataset):
 
     def __getitem__(self, iteration: int) -> dict[str, Any]:
         gens = [sample_generator(self.seed, iteration, self.rank, j) for j in range(self.batches.batch)]
-        gt = torch.stack([self.batches.gt_crop(g) for g in gens])
+        size = self.batches.crop_size
+        gt = _batch_buffer((len(gens), 3, size, size), torch.uint8)
+        for j, g in enumerate(gens):
+            gt[j] = self.batches.gt_crop(g)
         return {"iteration": iteration, "gt": gt, "states": torch.stack([g.get_state() for g in gens])}
 
     def finish(self, item: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

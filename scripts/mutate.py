@@ -81,6 +81,14 @@ MUTATIONS = [
         ("tests/test_data_loader.py", "-k", "sample_index"),
     ),
     Mutation(
+        "worker-generator-state-dropped",
+        "real-world degradation restarts each sample's generator instead of continuing the worker's",
+        "kdsr/data/loader.py",
+        "            g.set_state(state.clone())",
+        "            g.manual_seed(0)",
+        ("tests/test_data_loader.py", "-k", "continues"),
+    ),
+    Mutation(
         "ddp-same-data-every-rank",
         "every DDP rank draws the same samples (rank left out of the seed)",
         "kdsr/training/trainer.py",

@@ -176,6 +176,20 @@ def test_empty_train_dir_is_one_config_error_line(tmp_path, capsys):
     assert code == 1 and len(err.splitlines()) == 1 and "data.train_dir: no images" in err
 
 
+def test_unwritable_disk_cache_is_one_config_error_line(train_dir, tmp_path, monkeypatch):
+    import kdsr.data.cache as cache_module
+
+    def refuse(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_write", refuse)
+    cfg = _cfg(
+        "tiny_iso_x4_teacher", train_dir, tmp_path, "data.cache=disk", f"data.cache_dir={tmp_path / 'c'}"
+    )
+    with pytest.raises(ConfigError, match=r"^data.cache: disk: .*Permission denied.*set data.cache_dir"):
+        Trainer(cfg, progress=False)
+
+
 def test_teacher_is_recognised_by_type_not_by_class_name(tmp_path, monkeypatch, train_dir):
     class KDSRTeacher(torch.nn.Module):  # the right name on the wrong type
         config = {}
@@ -201,3 +215,18 @@ def test_trainer_imports_submodules_not_the_root_facade():
         n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "kdsr"
     ]
     assert roots == [] and attrs == []
+
+
+def test_realworld_item_continues_each_samples_generator_after_the_worker(train_dir):
+    from kdsr.data.loader import RealWorldSource, iteration_seed, sample_generator
+    from kdsr.data.realworld import RealWorldBatches
+
+    def batches():
+        return RealWorldBatches(train_dir, 4, gt_size=32, batch=2, crop_size=48, queue_size=4, progress=False)
+
+    lr, hr = RealWorldSource(batches(), seed=3, length=2).finish(RealWorldSource(batches(), 3)[1], "cpu")
+    ref = batches()  # the same draws by hand, one generator per sample used from crop to degradation
+    gens = [sample_generator(3, 1, 0, j) for j in range(2)]
+    gt = torch.stack([ref.gt_crop(g) for g in gens])
+    want = ref.pairs(gt, gens, torch.Generator().manual_seed(iteration_seed(3, 1, 0)), "cpu")
+    assert torch.equal(lr, want[0]) and torch.equal(hr, want[1])

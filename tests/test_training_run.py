@@ -188,9 +188,9 @@ def test_resume_gives_identical_losses(folders, tmp_path, stage):
 
 def test_batches_depend_on_seed_iteration_and_rank_only(folders, tmp_path):
     """Which RNG state needs restoring on resume: none of the global ones. Every sample of a batch (crop,
-    flips, blur, noise) draws from its own generator seeded by (seed, iteration, rank, index), so the iteration
-    counter is the state that matters; the RNG states in the checkpoint are a second line of defence. This
-    checks that the global RNGs play no part."""
+    flips, blur, noise) draws from its own generator seeded by (seed, iteration, rank, index), so the
+    iteration counter is the state that matters; the RNG states in the checkpoint are a second line of
+    defence. This checks that the global RNGs play no part."""
     train_dir, _ = folders
     trainer = Trainer(load_config("tiny_iso_x4_teacher", tiny_overrides(train_dir, tmp_path)), progress=False)
     lr_a, hr_a = trainer.batch_for(3)

@@ -18,6 +18,7 @@ The old boolean ``cache`` values still work: true is ``ram``, false is ``none``.
 
 from __future__ import annotations
 
+import glob
 import os
 import warnings
 from pathlib import Path
@@ -114,9 +115,10 @@ class ImageStore:
             if arr is None:
                 bad.add(i)
                 continue
-            for stale in self.cache_dir.glob(f"{self.files[i].name}.*.npy"):
-                stale.unlink(missing_ok=True)
             atomic_write(targets[i], lambda handle, a=arr: np.save(handle, a, allow_pickle=False))
+            for stale in self.cache_dir.glob(f"{glob.escape(self.files[i].name)}.*.npy"):
+                if stale != targets[i]:  # (DDP ranks may build the same cache at once: keep the fresh one)
+                    stale.unlink(missing_ok=True)
         kept = [i for i in range(len(self.files)) if i not in bad]
         self.files = [self.files[i] for i in kept]
         self._disk = [targets[i] for i in kept]

@@ -653,7 +653,8 @@ class Trainer:
         )
         start_time = time.perf_counter()
         window_start, window_iters = start_time, 0
-        self.loader.start(self.iteration, end)
+        if self.iteration < end:
+            self.loader.start(self.iteration, end)
         try:
             while self.iteration < end:
                 it = self.iteration

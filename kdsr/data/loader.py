@@ -195,7 +195,7 @@ class RealWorldSource(Dataset):
         gens = []
         for state in item["states"]:
             g = torch.Generator()
-            g.set_state(state.clone())  # its own storage: set_state reads a row view wrongly
+            g.set_state(state.clone())  # a tensor with its own storage (a row view crashed set_state)
             gens.append(g)
         batch_g = torch.Generator().manual_seed(iteration_seed(self.seed, item["iteration"], self.rank))
         return self.batches.pairs(item["gt"], gens, batch_g, device)

@@ -230,3 +230,26 @@ def test_realworld_item_continues_each_samples_generator_after_the_worker(train_
     gt = torch.stack([ref.gt_crop(g) for g in gens])
     want = ref.pairs(gt, gens, torch.Generator().manual_seed(iteration_seed(3, 1, 0)), "cpu")
     assert torch.equal(lr, want[0]) and torch.equal(hr, want[1])
+
+
+class _WhereIsTheCache(torch.utils.data.Dataset):
+    def __init__(self, store):
+        self.store = store
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return {"iteration": i, "store": id(self.store), "pixels": self.store.array(0).ctypes.data}
+
+
+def test_ram_cache_is_inherited_by_forked_workers_not_copied(train_dir):
+    store = ImageStore(sorted(train_dir.glob("*.png")), "ram", progress=False)
+    loader = TrainLoader(_WhereIsTheCache(store), workers=1)
+    try:
+        loader.start(0, 1)
+        item = loader.get(0)
+    finally:
+        loader.close()
+    # the worker sees the parent's object and pixel buffer (fork, copy-on-write, never written), not a pickle
+    assert int(item["store"]) == id(store) and int(item["pixels"]) == store.array(0).ctypes.data

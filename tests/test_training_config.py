@@ -141,13 +141,13 @@ def test_teacher_of_another_variant_is_rejected_before_training(images, tmp_path
         build_models(cfg, device=__import__("torch").device("cpu"))
 
 
-def test_cli_prints_one_clear_message_and_returns_1(images, tmp_path, capsys):
+def test_cli_prints_one_clear_message_and_returns_2(images, tmp_path, capsys):
     code = main(["train", "--config", "tiny_iso_x4_teacher", "--set", f"data.train_dir={tmp_path / 'x'}"])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "data.train_dir" in err
+    assert code == 2 and err.count("\n") == 1 and "data.train_dir" in err
     code = main(["train", "--config", "no_such_config"])
     err = capsys.readouterr().err
-    assert code == 1 and "tiny_iso_x4_teacher" in err  # lists the shipped names
+    assert code == 2 and "tiny_iso_x4_teacher" in err  # lists the shipped names
     teacher = save_tiny_teacher(tmp_path / "t.pt", n_blocks=2)
     code = main(
         [
@@ -161,4 +161,4 @@ def test_cli_prints_one_clear_message_and_returns_1(images, tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err
-    assert code == 1 and "another variant" in err and not (tmp_path / "runs").exists()
+    assert code == 2 and "another variant" in err and not (tmp_path / "runs").exists()

@@ -114,7 +114,7 @@ def resolve_device(name: str | None):
     try:
         return pick_device(name)
     except DeviceError as exc:
-        raise UsageError(f"--device: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def kernels_arg(text: str) -> str | list[float]:

@@ -112,6 +112,7 @@ BAD_INPUT = [
     ["train"],
     ["train", "--config", "no_such_config"],
     ["train", "--config", "tiny_iso_x4_teacher", "--threads", "-1"],
+    ["train", "--config", "tiny_iso_x4_teacher", "--out-dir", "OUT", "--set", "data.train_dir=EMPTY"],
     ["upscale", "HR", "-o", "OUT", "--checkpoint", "tiny-iso-x4-student", "--device", "cuda:abc"],
     ["upscale", "HR", "-o", "OUT"],
     ["profile", "--device", "tpu"],
@@ -139,6 +140,8 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, images, tmp_path, capsys):
     argv = [str(images) if a == "HR" else a for a in argv]
     argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("EMPTY", str(tmp_path / "empty")) for a in argv]
     threads = torch.get_num_threads()
     assert run_cli(argv) == _common.EXIT_USAGE
     out, err = capsys.readouterr()

@@ -128,9 +128,16 @@ def run(args) -> int:
     except DeviceError as exc:
         return fail("train", f"device: {exc}")
     try:
-        trainer = Trainer(
-            config, ctx, resume=resume, progress=not args.no_progress, trust_checkpoint=args.trust_checkpoint
-        )
+        try:  # set-up: models, teacher, data; what fails here is the input (e.g. no images in a folder)
+            trainer = Trainer(
+                config,
+                ctx,
+                resume=resume,
+                progress=not args.no_progress,
+                trust_checkpoint=args.trust_checkpoint,
+            )
+        except (CheckpointError, ConfigError, OSError, ValueError) as exc:
+            return fail("train", str(exc), EXIT_USAGE)
         start = trainer.iteration
         if resume is not None and ctx.is_main:
             print(f"resumed from {args.resume} at iteration {start}", flush=True)

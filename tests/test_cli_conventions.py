@@ -84,6 +84,9 @@ SHARED = {
 def test_shared_flags_are_the_same_on_every_command():
     subs = _subparsers()
     assert set(SHARED) == set(SUBCOMMANDS)
+    for command, sub in subs.items():
+        for action in sub._actions:
+            assert action.help, f"{command}: {action.option_strings or action.dest} has no help"
     for command, expected in SHARED.items():
         actions = {a.option_strings[0]: a for a in subs[command]._actions if a.option_strings}
         present = {f for f in ("--device", "--threads", "--no-progress") if f in actions}

@@ -131,8 +131,9 @@ def _umask() -> int:
 def test_cache_values_old_booleans_and_bad_ones(train_dir, tmp_path):
     assert (cache_mode(True), cache_mode(False), cache_mode("disk")) == ("ram", "none", "disk")
     assert _cfg("tiny_iso_x4_teacher", train_dir, tmp_path, "data.cache=false")["data"]["cache"] is False
-    with pytest.raises(ConfigError, match="data.cache must be ram, disk or none"):
-        _cfg("tiny_iso_x4_teacher", train_dir, tmp_path, "data.cache=yes please")
+    for bad in ("yes please", "1"):
+        with pytest.raises(ConfigError, match="data.cache must be ram, disk or none"):
+            _cfg("tiny_iso_x4_teacher", train_dir, tmp_path, f"data.cache={bad}")
     with pytest.raises(ConfigError, match="data.workers must be auto or an int >= 0"):
         _cfg("tiny_iso_x4_teacher", train_dir, tmp_path, "data.workers=-1")
 
@@ -173,7 +174,7 @@ def test_empty_train_dir_is_one_config_error_line(tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and "data.train_dir: no images" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "data.train_dir: no images" in err
 
 
 def test_unwritable_disk_cache_is_one_config_error_line(train_dir, tmp_path, monkeypatch):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from kdsr.commands._common import EXIT_CODES_HELP, EXIT_FAILED, add_runtime_flags, fail
+
 EPILOG = (
-    "Exit codes: 0 done; 2 bad arguments or input (missing folder, no images, crop/step out of range, "
-    "OUT_DIR = IN_DIR); 1 an image that does not decode or a tile that cannot be written. "
     "Example (DF2K as BasicSR prepares DIV2K): kdsr prepare-subimages datasets/DF2K/HR datasets/DF2K/HR_sub "
-    "--crop 480 --step 240, then train with --set data.train_dir=datasets/DF2K/HR_sub"
+    "--crop 480 --step 240, then train with --set data.train_dir=datasets/DF2K/HR_sub. "
+    + EXIT_CODES_HELP
+    + "; here 2 also covers crop/step out of range and OUT_DIR = IN_DIR, 1 an image that does not decode "
+    "or a tile that cannot be written"
 )
 
 
@@ -51,7 +53,7 @@ def add_parser(subparsers) -> None:
         help="PNG zlib level 0-9 of the tiles: lower writes and decodes faster, files are larger "
         "(default: 3, BasicSR's)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    add_runtime_flags(p, device=False, threads=False)  # Pillow crops and encodes: no device, no torch threads
     p.set_defaults(func=run)
 
 
@@ -69,11 +71,9 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError) as exc:
-        print(f"kdsr prepare-subimages: {exc}", file=sys.stderr)
-        return 2
+        return fail("prepare-subimages", str(exc))
     except OSError as exc:
-        print(f"kdsr prepare-subimages: {exc}", file=sys.stderr)
-        return 1
+        return fail("prepare-subimages", str(exc), EXIT_FAILED)
     skipped = ""
     if report.skipped:
         names = ", ".join(report.skipped[:5]) + (", ..." if len(report.skipped) > 5 else "")

@@ -1,6 +1,6 @@
 """`kdsr upscale`: super-resolve image files with a KDSR student.
 
-kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4
+kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4-student
 kdsr upscale big.png -o out/ --checkpoint student.pt --tile 256 --device cuda --half
 kdsr upscale photos/ -o out/ --checkpoint student.pt --precision bf16     # fast CPU path
 kdsr upscale photos/ -o out/ --onnx kdsr_s.onnx                           # onnxruntime (kdsr export)
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kdsr.atomic import atomic_write, atomic_write_bytes
-from kdsr.commands._common import add_trust_checkpoint_flag
+from kdsr.commands._common import add_runtime_flags, add_trust_checkpoint_flag
 
 SCAN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP"}
@@ -198,7 +198,7 @@ def add_parser(subparsers) -> None:
         "--checkpoint",
         metavar="PATH_OR_NAME",
         help="student model file (model.save / a training checkpoint) or a shipped weights name "
-        "(e.g. tiny-iso-x4)",
+        "(e.g. tiny-iso-x4-student)",
     )
     source.add_argument(
         "--onnx",
@@ -224,12 +224,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per model call (default 1)")
     p.add_argument(
-        "--device",
-        default=None,
-        metavar="DEVICE",
-        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
-    )
-    p.add_argument(
         "--fused-kernels",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -254,9 +248,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="appended to each output file name (default _x<scale>, e.g. photo_x4.png; '' for none)",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)"
-    )
+    add_runtime_flags(p, device_default=None, device_default_help="auto; cpu with --onnx")
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
@@ -282,22 +274,6 @@ def output_path(src: Path, data: ImageData, outdir: Path, ext: str, suffix: str)
         ):
             ext = "png"
     return outdir / f"{src.stem}{suffix}.{ext}"
-
-
-def _pick_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available here; use --device cpu")
-    return device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -386,6 +362,7 @@ def run(args) -> int:
     import kdsr
     import kdsr.tiling
     from kdsr.deploy.ort_runner import OnnxStudent
+    from kdsr.device import pick_device
 
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -399,7 +376,7 @@ def run(args) -> int:
             raise ValueError("--tile-pad must be >= 0 and --tile-batch >= 1")
         if args.half and args.precision != "fp32":
             raise ValueError("--half and --precision both set the precision; use --precision alone")
-        device = _pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
+        device = pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
         if args.onnx is not None:
             model = _load_onnx(args, device)
         else:
@@ -429,7 +406,7 @@ def run(args) -> int:
         return 2
     failed: list[Path] = []
     written: dict[Path, Path] = {}
-    for src in tqdm(files, desc="upscale", unit="img"):
+    for src in tqdm(files, desc="upscale", unit="img", disable=args.no_progress):
         try:
             data = read_image(src)
             dst = output_path(src, data, outdir, args.ext, suffix)

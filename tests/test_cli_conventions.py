@@ -64,7 +64,7 @@ def test_help_names_only_shipped_weights():
     texts = []
     for command, sub in _subparsers().items():
         texts += [sub.description or "", sub.format_help()]
-        texts.append(importlib.import_module(f"kdsr.commands.{command}").__doc__ or "")
+        texts.append(importlib.import_module(f"kdsr.commands.{command.replace('-', '_')}").__doc__ or "")
     mentioned = set(re.findall(r"\btiny-[a-z0-9-]*[a-z0-9]", "\n".join(texts)))
     assert mentioned and mentioned <= names, mentioned - names
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import kdsr
 from kdsr.cli import build_parser, main
-from kdsr.commands.upscale import encode_png16, read_image
+from kdsr.data.io import Pixels, read_pixels, write_pixels
 
 SCALE = 2
 
@@ -72,17 +72,21 @@ def png_with_every_filter(samples: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("channels", [3, 4])
-def test_read_image_keeps_16_bit_colour_exactly(tmp_path, channels):
+def test_read_pixels_keeps_16_bit_colour_exactly(tmp_path, channels):
     samples = rgb_noise(7, 9, channels, seed=channels, dtype=np.uint16)
     (tmp_path / "a.png").write_bytes(png_with_every_filter(samples))
-    data = read_image(tmp_path / "a.png")
-    assert data.bits == 16 and not data.grayscale
-    np.testing.assert_array_equal(np.round(data.rgb * 65535).astype(np.uint16), samples[..., :3])
+    data = read_pixels(tmp_path / "a.png")
+    assert data.bits == 16 and not data.grayscale and data.rgb.dtype == np.uint16
+    np.testing.assert_array_equal(data.rgb, samples[..., :3])
     if channels == 4:
-        np.testing.assert_array_equal(np.round(data.alpha * 65535).astype(np.uint16), samples[..., 3])
-    (tmp_path / "b.png").write_bytes(encode_png16(samples))  # our writer round-trips through our reader
-    again = read_image(tmp_path / "b.png")
+        np.testing.assert_array_equal(data.alpha, samples[..., 3])
+    write_pixels(tmp_path / "b.png", data)  # our writer round-trips through our reader
+    again = read_pixels(tmp_path / "b.png")
     np.testing.assert_array_equal(again.rgb, data.rgb)
+
+
+def write_png16(path, rgb16: np.ndarray) -> None:
+    write_pixels(path, Pixels(rgb16, None, False, 16))
 
 
 def test_upscale_every_kind_of_file(tmp_path, checkpoints):
@@ -96,7 +100,7 @@ def test_upscale_every_kind_of_file(tmp_path, checkpoints):
     Image.fromarray(gray8).save(src / "gray.png")
     Image.fromarray(rgba8).save(src / "rgba.png")
     Image.fromarray(rgb_noise(10, 12, 1, seed=4, dtype=np.uint16)[..., 0]).save(src / "gray16.png")
-    (src / "rgb16.png").write_bytes(encode_png16(rgb16))
+    write_png16(src / "rgb16.png", rgb16)
     out = tmp_path / "out"
     rc = main(["upscale", str(src), "-o", str(out), "--checkpoint", str(checkpoints["student"])])
     assert rc == 0
@@ -129,9 +133,10 @@ def test_upscale_every_kind_of_file(tmp_path, checkpoints):
     want_alpha = F.interpolate(alpha, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
     np.testing.assert_allclose(got[..., 3], want_alpha[0, 0].numpy(), atol=0.5 / 255 + 1e-6)
     # 16-bit colour: read, restored and written at 16 bits (an 8-bit detour would be off by ~1/255)
-    result = read_image(out / "rgb16_x2.png")
+    result = read_pixels(out / "rgb16_x2.png")
     assert result.bits == 16
-    np.testing.assert_allclose(result.rgb, expected_sr(model, rgb16 / 65535.0), atol=0.5 / 65535 + 1e-6)
+    got = result.rgb / 65535.0
+    np.testing.assert_allclose(got, expected_sr(model, rgb16 / 65535.0), atol=0.5 / 65535 + 1e-6)
 
 
 def test_tiled_run_and_options(tmp_path, checkpoints):

@@ -487,23 +487,21 @@ def plan_tile(
     H, W = image_hw
     shared = host_budget is None
 
-    def fits(tile: int | None) -> bool:
+    def cost(tile: int | None) -> tuple[float, float]:
+        """(network working set, host arrays + blending band) in bytes."""
         if tile is None:
             work = max(mem.encoder_per_px, mem.sr_per_px) * batch * H * W
-            host = fixed + 3 * batch * 3 * 4 * FLUSH_ROWS * scale * W
-        else:
-            win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
-            enc = (
-                mem.encoder_per_px
-                * batch
-                * min(tile + 2 * encoder_radius, H)
-                * min(tile + 2 * encoder_radius, W)
-            )
-            work = max(enc, mem.sr_per_px * batch * tile_batch * win_h * win_w)
-            host = fixed + _band_bytes(batch, scale, win_h, win_w, W)
-        if shared:
-            return work + host <= budget
-        return work <= budget and host <= host_budget
+            return work, fixed + 3 * batch * 3 * 4 * FLUSH_ROWS * scale * W
+        win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
+        enc_h, enc_w = min(tile + 2 * encoder_radius, H), min(tile + 2 * encoder_radius, W)
+        work = max(
+            mem.encoder_per_px * batch * enc_h * enc_w, mem.sr_per_px * batch * tile_batch * win_h * win_w
+        )
+        return work, fixed + _band_bytes(batch, scale, win_h, win_w, W)
+
+    def fits(tile: int | None) -> bool:
+        work, host = cost(tile)
+        return work + host <= budget if shared else (work <= budget and host <= host_budget)
 
     if fits(None):
         return None
@@ -511,11 +509,11 @@ def plan_tile(
     if not fits(lo):
         from .memory import format_size
 
-        need = fixed + _band_bytes(batch, scale, lo + 2 * tile_pad, lo + 2 * tile_pad, W)
+        work, host = cost(lo)
+        need, have = (work + host, budget) if shared else max((work, budget), (host, host_budget))
         raise MemoryError(
             f"a {W}x{H} image at x{scale} needs about {format_size(need)} even in {lo}-pixel tiles, more "
-            f"than the budget of {format_size(budget if shared else host_budget)}; raise --max-memory or "
-            "free memory"
+            f"than the budget of {format_size(have)}; raise --max-memory or free memory"
         )
     while lo < hi:  # the largest fitting tile: fits() is monotone in the tile size
         mid = (lo + hi + 1) // 2

@@ -323,10 +323,11 @@ def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool =
     while True:
         sink = ArraySink(out, px.grayscale)
         bar = None
+        several = sr_steps(runner, (H, W), tile, plan.tile_pad) > 1  # a bar only over several tiles
 
-        def report(done: int, total: int) -> None:
+        def report(done: int, total: int, several: bool = several) -> None:
             nonlocal bar
-            if bar is None and total > 1 and progress:
+            if bar is None and several and progress:
                 bar = tqdm(total=total, desc="  tiles", leave=False, unit="tile")
             if bar is not None:
                 bar.update(done - bar.n)

@@ -421,14 +421,22 @@ MIN_AUTO_TILE = 32  # smallest tile `plan_tile` picks (below it the overlap cost
 @dataclass(frozen=True)
 class MemoryModel:
     """Measured peak bytes per LR pixel of one window (batch 1): of the encoder's features and of the SR
-    network (its (scale^2 * 3) float output included), safety factor applied. See kdsr.memory."""
+    network (its (scale^2 * 3) float output included), safety factor applied (see kdsr.memory); plus a
+    constant per window for what a probe misses: a oneDNN convolution of a new shape creates a primitive
+    (JIT code, scratchpad) outside torch's allocator -- measured ~6 MB on a 256x256 bf16 encoder window."""
 
     encoder_per_px: float
     sr_per_px: float
+    overhead: int = 16 * 2**20  # per window: library state a probe does not see (oneDNN primitives, scratch)
+
+    def window_bytes(self, kind: str, pixels: int) -> float:
+        """Peak bytes of one `kind` ("encoder" / "sr") window of `pixels` LR pixels (batch included)."""
+        return self.overhead + (self.encoder_per_px if kind == "encoder" else self.sr_per_px) * pixels
 
 
 def measure_memory(runner: TileRunner, device: torch.device, how: str = "torch") -> MemoryModel:
-    """Probe the runner on a kdsr.memory.PROBE-sized window (after one warm-up run) and measure its peak.
+    """Probe the runner on a kdsr.memory.PROBE-sized window and measure its peak (first calls included:
+    one-off caches count, which errs on the safe side; an onnxruntime arena would hide a second call).
 
     how: "torch" (profiler on CPU / allocator stats on CUDA; a PyTorch model) or "rss" (onnxruntime).
     A probe whose measurement is unavailable gives a deliberately large 64 KiB per pixel.
@@ -446,10 +454,8 @@ def measure_memory(runner: TileRunner, device: torch.device, how: str = "torch")
         def sr() -> None:
             runner.sr(x, d)
 
-        enc()
-        sr()
         peaks = [memory.measure_peak(fn, how, device) for fn in (enc, sr)]
-    factor = memory.safety_factor(device)
+    factor = memory.safety_factor(device, how)
     enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
     return MemoryModel(enc_px, sr_px)
 
@@ -490,12 +496,13 @@ def plan_tile(
     def cost(tile: int | None) -> tuple[float, float]:
         """(network working set, host arrays + blending band) in bytes."""
         if tile is None:
-            work = max(mem.encoder_per_px, mem.sr_per_px) * batch * H * W
+            work = max(mem.window_bytes(k, batch * H * W) for k in ("encoder", "sr"))
             return work, fixed + 3 * batch * 3 * 4 * FLUSH_ROWS * scale * W
         win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
         enc_h, enc_w = min(tile + 2 * encoder_radius, H), min(tile + 2 * encoder_radius, W)
         work = max(
-            mem.encoder_per_px * batch * enc_h * enc_w, mem.sr_per_px * batch * tile_batch * win_h * win_w
+            mem.window_bytes("encoder", batch * enc_h * enc_w),
+            mem.window_bytes("sr", batch * tile_batch * win_h * win_w),
         )
         return work, fixed + _band_bytes(batch, scale, win_h, win_w, W)
 

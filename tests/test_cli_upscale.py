@@ -244,7 +244,7 @@ def test_auto_tiles_under_a_small_budget_and_progress_only_for_several_tiles(tmp
     from kdsr.tiling import measure_memory, runner_for
 
     mem = measure_memory(runner_for(checkpoints["model"]), torch.device("cpu"))
-    small_budget = str(int(0.4 * mem.sr_per_px * 96 * 120))  # bytes: less than the whole image needs
+    small_budget = str(int(mem.window_bytes("sr", int(0.4 * 96 * 120))))  # less than the image needs
     base = ["upscale", str(src), "--checkpoint", str(checkpoints["student"]), "--tile-pad", "4"]
     assert main([*base, "-o", str(tmp_path / "small"), "--max-memory", small_budget]) == 0
     err = capsys.readouterr().err

@@ -135,10 +135,25 @@ def torch_load(
             f"cannot read {str(path)!r}: it is not a valid torch file ({_first_line(exc)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        if not _looks_like_torch_file(path):
+            raise ValueError(
+                f"{str(path)!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a "
+                ".pt / .safetensors file written by kdsr (model.save or a training run)"
+            ) from None
         raise ValueError(
             f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)}); "
             "is it complete?"
         ) from None
+
+
+def _looks_like_torch_file(path: str | os.PathLike) -> bool:
+    """True when `path` starts like something torch.save writes: a zip archive or a pickle (0x80 PROTO)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True  # unreadable: let the caller's message (the OSError) stand
+    return head.startswith(b"PK") or head[:1] == b"\x80"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -90,23 +90,23 @@ def test_gan_run_then_resume_is_identical(setup, tmp_path):
 def test_missing_vgg19_file_stops_before_any_work(setup, tmp_path, capsys):
     missing = tmp_path / "nowhere" / "vgg19-dcbb9e9d.pth"
     sets = [*_overrides(setup, tmp_path, network="vgg19"), f"loss.perceptual.weights={missing}"]
-    assert main(["train", "--config", "tiny_realworld_x4_gan", "--no-progress", "--set", *sets]) == 1
+    assert main(["train", "--config", "tiny_realworld_x4_gan", "--no-progress", "--set", *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "vgg19-dcbb9e9d.pth" in err and "Traceback" not in err
     assert "loss.perceptual.network=stlpips-vgg16" in err
     assert not (tmp_path / "tiny_realworld_x4_gan").exists()
     sets = [*_overrides(setup, tmp_path, network="vgg19")]  # weights unset
-    assert main(["train", "--config", "tiny_realworld_x4_gan", "--no-progress", "--set", *sets]) == 1
+    assert main(["train", "--config", "tiny_realworld_x4_gan", "--no-progress", "--set", *sets]) == 2
     assert "loss.perceptual.weights is not set" in capsys.readouterr().err
 
 
 def test_init_pointing_to_a_teacher_is_a_clear_error(setup, tmp_path, capsys):
     sets = _overrides(setup, tmp_path)
     args = ["train", "--config", "tiny_realworld_x4_gan", "--no-progress", "--set", *sets]
-    assert main([*args, "--init", str(setup["teacher"])]) == 1
+    assert main([*args, "--init", str(setup["teacher"])]) == 2
     err = capsys.readouterr().err
     assert "--init" in err and "KDSRTeacher, not a KDSRStudent" in err and "Traceback" not in err
-    assert main([*args, "--init", str(tmp_path / "missing.pt")]) == 1
+    assert main([*args, "--init", str(tmp_path / "missing.pt")]) == 2
     assert "--init" in capsys.readouterr().err
 
 

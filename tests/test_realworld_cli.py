@@ -26,5 +26,5 @@ def test_degrade_realworld_is_deterministic_and_eval_scores_pairs(tmp_path, caps
     args = ["eval", "--checkpoint", "bicubic", "--lr-dir", str(tmp_path / "a" / "LR"), "--hr-dir", str(hr)]
     assert main(args) == 0
     assert "paired LR" in capsys.readouterr().out
-    assert main([*args, "--scale", "3"]) == 1
+    assert main([*args, "--scale", "3"]) == 2
     assert "not x3" in capsys.readouterr().err

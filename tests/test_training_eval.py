@@ -77,7 +77,7 @@ def test_eval_cli_writes_json_for_a_student_and_a_teacher(hr_dir, tmp_path, caps
         assert res["count"] == 8 and len(res["per_image"]) == 8
         assert np.isfinite(res["psnr"]) and 0 < res["ssim"] <= 1
     assert "PSNR" in capsys.readouterr().out
-    assert main(["eval", "--checkpoint", str(student_path), "--hr-dir", str(hr_dir), "--scale", "2"]) == 1
+    assert main(["eval", "--checkpoint", str(student_path), "--hr-dir", str(hr_dir), "--scale", "2"]) == 2
     # an unreadable checkpoint is an input error: exit 2
     assert main(["eval", "--checkpoint", "no-such-model", "--hr-dir", str(hr_dir)]) == 2
 

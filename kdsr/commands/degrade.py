@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kdsr.commands._common import (
+    KERNELS_HELP,
+    add_runtime_flags,
+    apply_threads,
+    fail,
+    kernels_arg,
+    kernels_label,
+)
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,12 +28,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument("--hr-dir", required=True, type=Path, help="folder of HR images (PNG/JPEG/BMP/TIFF/WebP)")
-    p.add_argument(
-        "--kernels",
-        default="gaussian8",
-        help="'gaussian8' (the 8 isotropic sigmas of the scale), 'aniso' (the 9 anisotropic test kernels), "
-        "or a comma-separated list of sigmas, e.g. '1.8,2.6,3.2' (default: gaussian8)",
-    )
+    p.add_argument("--kernels", type=kernels_arg, default="gaussian8", help=KERNELS_HELP)
     p.add_argument(
         "--scale",
         type=int,
@@ -48,42 +52,36 @@ def add_parser(subparsers) -> None:
         "name); the parameters drawn for each image go into manifest.json. --kernels/--noise are ignored",
     )
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (created; files overwritten)")
+    add_runtime_flags(p, device=False)  # the degradation runs on the CPU in float64 by design
     p.set_defaults(func=run)
-
-
-def _parse_kernels(text: str):
-    if text in ("gaussian8", "aniso"):
-        return text
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise SystemExit(
-            f"kdsr degrade: --kernels must be 'gaussian8', 'aniso' or a list of sigmas, got {text!r}"
-        ) from exc
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import benchmark_pairs, write_benchmark
 
+    apply_threads(args)
     if args.realworld:
         return _run_realworld(args)
-    kernels = _parse_kernels(args.kernels)
     try:
         pairs = benchmark_pairs(
-            args.hr_dir, args.scale, kernels, noise=args.noise, seed=args.seed, progress=True
+            args.hr_dir,
+            args.scale,
+            args.kernels,
+            noise=args.noise,
+            seed=args.seed,
+            progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError) as exc:
-        print(f"kdsr degrade: {exc}")
-        return 2
+        return fail("degrade", str(exc))
     info = {
         "hr_dir": str(args.hr_dir),
-        "kernels": args.kernels,
+        "kernels": kernels_label(args.kernels),
         "scale": args.scale,
         "noise": args.noise,
         "seed": args.seed,
         "pipeline": "blur 21x21 reflect -> MATLAB bicubic down -> noise -> 8-bit (kdsr.degradations.degrade)",
     }
-    manifest = write_benchmark(pairs, args.out, info)
+    manifest = write_benchmark(pairs, args.out, info, progress=not args.no_progress)
     images = len({p.params["image"] for p in pairs})
     print(
         f"wrote {len(pairs)} LR images ({images} HR images x {len(pairs) // images} kernels) and {manifest}"
@@ -96,16 +94,15 @@ def _run_realworld(args: argparse.Namespace) -> int:
     from ..data.realworld_benchmark import realworld_pairs
 
     try:
-        pairs = realworld_pairs(args.hr_dir, args.scale, seed=args.seed, progress=True)
+        pairs = realworld_pairs(args.hr_dir, args.scale, seed=args.seed, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"kdsr degrade: {exc}")
-        return 2
+        return fail("degrade", str(exc))
     info = {
         "hr_dir": str(args.hr_dir),
         "scale": args.scale,
         "seed": args.seed,
         "pipeline": "Real-ESRGAN second-order, float64 on CPU (kdsr.degradations.RealWorldDegradation)",
     }
-    manifest = write_benchmark(pairs, args.out, info)
+    manifest = write_benchmark(pairs, args.out, info, progress=not args.no_progress)
     print(f"wrote {len(pairs)} real-world LR/HR pairs and {manifest}")
     return 0

@@ -1,7 +1,7 @@
 """`kdsr eval`: Y-channel PSNR/SSIM of a model (or bicubic) on benchmark folders with synthetic kernels.
 
 kdsr eval --checkpoint runs/iso_x4_M_student/best.pt --hr-dir data/Set5 --kernels gaussian8 --scale 4
-kdsr eval --checkpoint tiny-iso-x4 --hr-dir data/Set5 data/Set14 --json results.json
+kdsr eval --checkpoint tiny-iso-x4-student --hr-dir data/Set5 data/Set14 --json results.json
 kdsr eval --checkpoint bicubic --hr-dir data/Set5
 """
 
@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from kdsr.atomic import atomic_write_text
-from kdsr.commands._common import add_trust_checkpoint_flag
+from kdsr.commands._common import (
+    KERNELS_HELP,
+    add_runtime_flags,
+    add_trust_checkpoint_flag,
+    apply_threads,
+    fail,
+    kernels_arg,
+    kernels_label,
+    positive_int,
+    resolve_device,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="model file, training checkpoint (last.pt/best.pt), shipped weights name (e.g. tiny-iso-x4), "
+        help="model file, training checkpoint (last.pt/best.pt), shipped weights name (e.g. "
+        "tiny-iso-x4-student), "
         "or 'bicubic' for the MATLAB-bicubic baseline",
     )
     p.add_argument(
@@ -40,20 +50,18 @@ def add_parser(subparsers) -> None:
         help="paired-folder mode: score the LR images of this folder against the --hr-dir image of the same "
         "name (or the name before '_', as `kdsr degrade` writes); no synthetic degradation",
     )
-    p.add_argument(
-        "--kernels", default="gaussian8", help="test kernels: gaussian8 (x4 sigmas 1.8..3.2) or aniso"
-    )
+    p.add_argument("--kernels", type=kernels_arg, default="gaussian8", help=KERNELS_HELP)
     p.add_argument("--scale", type=int, default=4, help="SR scale; must match the model (default 4)")
     p.add_argument("--noise", type=float, default=0.0, help="noise level in [0,255] units added to the LR")
-    p.add_argument("--max-images", type=int, help="use only the first N images of each folder")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--max-images", type=positive_int, metavar="N", help="use only the first N images of each folder"
+    )
     p.add_argument(
         "--fused-kernels",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fused IDR-DDC kernels on/off (default: as saved in the checkpoint)",
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument(
         "--lpips",
         metavar="BACKBONE",
@@ -68,25 +76,23 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--json", dest="json_out", help="also write the results (means, per kernel, per image) here"
     )
+    add_runtime_flags(p)
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Evaluate and print a table; returns 0, 1 on bad input, 2 if the checkpoint cannot be loaded."""
-    import torch
-
+    """Evaluate and print a table; returns 0, or 2 (one line) on bad input or an unreadable checkpoint."""
     import kdsr
-    from kdsr.training.distributed import pick_device
     from kdsr.training.evaluate import BICUBIC, evaluate_model, limit_images
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    apply_threads(args)
+    device = resolve_device(args.device)
     for folder in args.hr_dir:
         if not Path(folder).is_dir():
-            print(f"kdsr eval: --hr-dir {folder!r} is not a folder", file=sys.stderr)
-            return 1
+            return fail("eval", f"--hr-dir {folder!r} is not a folder")
+    if args.lr_dir is not None and len(args.hr_dir) != 1:
+        return fail("eval", "--lr-dir takes exactly one --hr-dir (its HR partner folder)")
     if args.checkpoint == BICUBIC:
         model = BICUBIC
     else:
@@ -98,12 +104,10 @@ def run(args) -> int:
                 trust_pickle=args.trust_checkpoint,
             )
         except (OSError, ValueError, KeyError) as exc:
-            print(f"kdsr eval: cannot load {args.checkpoint!r}: {exc}", file=sys.stderr)
-            return 2
+            return fail("eval", f"cannot load {args.checkpoint!r}: {exc}")
         model_scale = int(getattr(model, "config", {}).get("scale", args.scale))
         if model_scale != args.scale:
-            print(f"kdsr eval: the model is x{model_scale} but --scale is {args.scale}", file=sys.stderr)
-            return 1
+            return fail("eval", f"the model is x{model_scale} but --scale is {args.scale}")
         model = model.to(device).eval()
     extra = {}
     try:
@@ -116,29 +120,27 @@ def run(args) -> int:
 
             extra["st-lpips"] = STLPIPSVGG16().to(device)
     except RuntimeError as exc:  # LPIPSUnavailable / STLPIPSUnavailable: a missing file or extra
-        print(f"kdsr eval: {exc}", file=sys.stderr)
-        return 2
+        return fail("eval", str(exc))
+    kernels = kernels_label(args.kernels)
     results = {}
-    if args.lr_dir is not None and len(args.hr_dir) != 1:
-        print("kdsr eval: --lr-dir takes exactly one --hr-dir (its HR partner folder)", file=sys.stderr)
-        return 1
     for folder in args.hr_dir:
-        if args.lr_dir is not None:
-            from kdsr.data.realworld_benchmark import paired_folder_pairs
+        try:
+            if args.lr_dir is not None:
+                from kdsr.data.realworld_benchmark import paired_folder_pairs
 
-            try:
                 pairs = paired_folder_pairs(args.lr_dir, folder, args.scale)
-            except (FileNotFoundError, ValueError) as exc:
-                print(f"kdsr eval: {exc}", file=sys.stderr)
-                return 1
-        else:
-            pairs = kdsr.data.benchmark_pairs(folder, args.scale, kernels=args.kernels, noise=args.noise)
+            else:
+                pairs = kdsr.data.benchmark_pairs(
+                    folder, args.scale, kernels=args.kernels, noise=args.noise, progress=not args.no_progress
+                )
+        except (FileNotFoundError, ValueError) as exc:  # e.g. no images, gaussian8 at an unknown scale
+            return fail("eval", f"{folder}: {exc}")
         pairs = limit_images(pairs, args.max_images)
         name = Path(folder).name
         results[name] = evaluate_model(
-            model, pairs, args.scale, device, progress=True, desc=name, extra_metrics=extra
+            model, pairs, args.scale, device, progress=not args.no_progress, desc=name, extra_metrics=extra
         )
-    setting = f"paired LR {args.lr_dir}" if args.lr_dir else f"kernels={args.kernels}  noise={args.noise}"
+    setting = f"paired LR {args.lr_dir}" if args.lr_dir else f"kernels={kernels}  noise={args.noise}"
     print(f"{args.checkpoint}  x{args.scale}  {setting}")
     print(f"{'dataset':<12}{'pairs':>7}{'PSNR':>9}{'SSIM':>9}" + "".join(f"{m.upper():>10}" for m in extra))
     for name, res in results.items():
@@ -148,7 +150,7 @@ def run(args) -> int:
         payload = {
             "checkpoint": args.checkpoint,
             "scale": args.scale,
-            "kernels": args.kernels,
+            "kernels": kernels,
             "noise": args.noise,
             "results": results,
         }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kdsr.commands._common import add_runtime_flags, apply_threads, fail
+
 FORMATS = ("onnx", "torch-export")
 
 
@@ -34,6 +36,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or torch-export")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (.onnx / .pt2)")
+    add_runtime_flags(p, device=False, progress=False)  # exports trace on the CPU; no progress bar
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,7 @@ def run(args) -> int:
     """Export; returns 0, or 2 with one message on a bad checkpoint / output / missing package."""
     import kdsr
 
+    apply_threads(args)
     out = Path(args.output)
     try:
         if not out.parent.is_dir():
@@ -63,7 +67,6 @@ def run(args) -> int:
             export_program(model, out)
             written = (out,)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
-        print(f"kdsr export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("export", str(exc))
     print(f"kdsr export: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0

@@ -10,9 +10,16 @@ torchrun --nproc_per_node=4 -m kdsr train --config iso_x4_M_teacher
 from __future__ import annotations
 
 import argparse
-import sys
 
-from kdsr.commands._common import add_trust_checkpoint_flag
+from kdsr.commands._common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    add_runtime_flags,
+    add_trust_checkpoint_flag,
+    apply_threads,
+    fail,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -60,50 +67,46 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--name", help="run name (folder under logging.out_dir); default: the config's name")
     p.add_argument("--out-dir", help="parent folder of run folders; default: the config's logging.out_dir")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N; default: the config's device")
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
     p.add_argument(
         "--stop-after",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="stop (after saving last.pt) once N iterations are done, e.g. to split a run; resume later",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    add_runtime_flags(
+        p, device_default=None, device_default_help="the config's device, itself auto by default"
+    )
     p.add_argument("--print-config", action="store_true", help="print the final config and exit")
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
-def _cli_overrides(args) -> list[str]:
-    extra = list(args.overrides)
-    if args.teacher is not None:
-        extra.append(f"teacher={args.teacher}")
-    if args.init is not None:
-        extra.append(f"init={args.init}")
-    if args.fused_kernels is not None:
-        extra.append(f"fused_kernels={str(args.fused_kernels).lower()}")
-    if args.name is not None:
-        extra.append(f"name={args.name}")
-    if args.out_dir is not None:
-        extra.append(f"logging.out_dir={args.out_dir}")
-    if args.device is not None:
-        extra.append(f"device={args.device}")
-    return extra
+def _cli_values(args) -> dict[str, object]:
+    """The config keys the typed flags set, by dotted key, as typed (never re-parsed as YAML: --name 2024
+    stays the string '2024', --teacher 'a: b.pt' stays a path)."""
+    flags = {
+        "teacher": args.teacher,
+        "init": args.init,
+        "fused_kernels": args.fused_kernels,
+        "name": args.name,
+        "logging.out_dir": args.out_dir,
+        "device": args.device,
+    }
+    return {key: value for key, value in flags.items() if value is not None}
 
 
 def run(args) -> int:
-    """Build the config, check it, train; returns 0 on success, 1 on a bad config or a diverged run,
-    2 when --resume / --teacher / --init cannot be read (or is refused by the safe loader)."""
-    import torch
-
+    """Build the config, check it, train; returns 0 on success, 2 (one line, nothing trained) on a bad
+    config or a --resume / --teacher / --init that cannot be read (or is refused by the safe loader) or a bad
+    device, 1 when the run diverged."""
+    from kdsr.device import DeviceError
     from kdsr.safe_load import CheckpointError
     from kdsr.training import checkpoint as ckpt_io
     from kdsr.training.config import ConfigError, dump_config, load_config
     from kdsr.training.distributed import init_distributed, shutdown
     from kdsr.training.trainer import Trainer, TrainingDiverged
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     resume = None
     try:
         if args.config is None and args.resume is None:
@@ -112,37 +115,44 @@ def run(args) -> int:
             try:
                 resume = ckpt_io.load_checkpoint(args.resume, trust_pickle=args.trust_checkpoint)
             except (OSError, ValueError) as exc:
-                print(f"kdsr train: --resume: {exc}", file=sys.stderr)
-                return 2
+                return fail("train", f"--resume: {exc}")
         base = resume["config"] if resume is not None and args.config is None else None
-        config = load_config(args.config, _cli_overrides(args), base=base)
+        config = load_config(args.config, args.overrides, base=base, values=_cli_values(args))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"kdsr train: {exc}", file=sys.stderr)
-        return 1
+        return fail("train", str(exc))
     if args.print_config:
         print(dump_config(config))
         return 0
-    ctx = init_distributed(config["device"])
     try:
-        trainer = Trainer(
-            config, ctx, resume=resume, progress=not args.no_progress, trust_checkpoint=args.trust_checkpoint
-        )
+        ctx = init_distributed(config["device"])
+    except DeviceError as exc:
+        return fail("train", f"device: {exc}")
+    try:
+        try:  # set-up: models, teacher, data; what fails here is the input (e.g. no images in a folder)
+            trainer = Trainer(
+                config,
+                ctx,
+                resume=resume,
+                progress=not args.no_progress,
+                trust_checkpoint=args.trust_checkpoint,
+            )
+        except (CheckpointError, ConfigError, OSError, ValueError) as exc:
+            return fail("train", str(exc), EXIT_USAGE)
+        start = trainer.iteration
+        if resume is not None and ctx.is_main:
+            print(f"resumed from {args.resume} at iteration {start}", flush=True)
         result = trainer.run(stop_after=args.stop_after)
-    except CheckpointError as exc:
-        print(f"kdsr train: {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"kdsr train: {exc}", file=sys.stderr)
-        return 1
+    except (CheckpointError, ConfigError) as exc:
+        return fail("train", str(exc), EXIT_USAGE)
     except TrainingDiverged as exc:
-        print(f"kdsr train: stopped: {exc}", file=sys.stderr)
-        return 1
+        return fail("train", f"stopped: {exc}", EXIT_FAILED)
     finally:
         shutdown(ctx)
     if ctx.is_main:
         best = f", best val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
+        ran = result.iteration - start
         print(
-            f"done: {result.iteration} iterations in {result.wall_s:.1f} s{best}; "
-            f"checkpoints in {result.run_dir}"
+            f"done: ran {ran} iteration{'s' if ran != 1 else ''} ({start} → {result.iteration} of "
+            f"{config['train']['iters']}) in {result.wall_s:.1f} s{best}; checkpoints in {result.run_dir}"
         )
     return 0

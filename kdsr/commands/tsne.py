@@ -1,14 +1,20 @@
 """`kdsr tsne`: t-SNE of the degradation representation D for one or more models (paper Fig. 6).
 
-kdsr tsne --checkpoint tiny-iso-x4-teacher tiny-iso-x4 --hr-dir data/B100 -o idr_tsne.png
+kdsr tsne --checkpoint tiny-iso-x4-teacher tiny-iso-x4-student --hr-dir data/B100 -o idr_tsne.png
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from kdsr.commands._common import add_trust_checkpoint_flag
+from kdsr.commands._common import (
+    add_runtime_flags,
+    add_trust_checkpoint_flag,
+    apply_threads,
+    fail,
+    positive_int,
+    resolve_device,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -30,9 +36,12 @@ def add_parser(subparsers) -> None:
         "--sigmas", type=float, nargs="+", help="iso blur sigmas (default: Gaussian8 x4, 1.8 to 3.2 step 0.2)"
     )
     p.add_argument(
-        "--crops", type=int, default=40, help="HR crops; each is degraded with every sigma (default 40)"
+        "--crops",
+        type=positive_int,
+        default=40,
+        help="HR crops; each is degraded with every sigma (default 40)",
     )
-    p.add_argument("--lr-patch", type=int, default=32, help="LR crop size in pixels (default 32)")
+    p.add_argument("--lr-patch", type=positive_int, default=32, help="LR crop size in pixels (default 32)")
     p.add_argument("--feature", choices=("d", "dprime"), default="d", help="embed D (B,C) or D' (B,4C)")
     p.add_argument("--seed", type=int, default=0, help="seed for crops and t-SNE")
     p.add_argument(
@@ -41,46 +50,40 @@ def add_parser(subparsers) -> None:
         "ridge regression σ <- D, folds by image (no image in both fit and test); R² is printed per model",
     )
     p.add_argument(
-        "--readout-crops", type=int, default=4, help="crops per image for the read-out (default 4)"
+        "--readout-crops", type=positive_int, default=4, help="crops per image for the read-out (default 4)"
     )
     p.add_argument("--readout-json", help="also write {label: R²} of the read-out to this JSON file")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_runtime_flags(p, progress=False)
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Write the PNG; returns 0, 1 on bad input, 2 if a checkpoint cannot be loaded."""
-    import torch
-
+    """Write the PNG; returns 0, or 2 (one line) on bad input or a checkpoint that cannot be loaded."""
     import kdsr
-    from kdsr.training.distributed import pick_device
     from kdsr.training.tsne import GAUSSIAN8_X4, plot_tsne
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     if not Path(args.hr_dir).is_dir():
-        print(f"kdsr tsne: --hr-dir {args.hr_dir!r} is not a folder", file=sys.stderr)
-        return 1
+        return fail("tsne", f"--hr-dir {args.hr_dir!r} is not a folder")
+    readout_dir = args.readout_dir or args.hr_dir
+    if not Path(readout_dir).is_dir():
+        return fail("tsne", f"--readout-dir {readout_dir!r} is not a folder")
     labels = args.label or [Path(c).stem if Path(c).suffix else c for c in args.checkpoint]
     if len(labels) != len(args.checkpoint):
-        print("kdsr tsne: give one --label per --checkpoint", file=sys.stderr)
-        return 1
-    device = pick_device(args.device)
+        return fail("tsne", "give one --label per --checkpoint")
+    device = resolve_device(args.device)
     models = {}
     scales = set()
     for label, name in zip(labels, args.checkpoint, strict=True):
         try:
             model = kdsr.load(name, map_location=device, trust_pickle=args.trust_checkpoint)
         except (OSError, ValueError, KeyError) as exc:
-            print(f"kdsr tsne: cannot load {name!r}: {exc}", file=sys.stderr)
-            return 2
+            return fail("tsne", f"cannot load {name!r}: {exc}")
         models[label] = model.to(device).eval()
         scales.add(int(model.config["scale"]))
     if len(scales) != 1:
-        print(f"kdsr tsne: the models have different scales {sorted(scales)}", file=sys.stderr)
-        return 1
+        return fail("tsne", f"the models have different scales {sorted(scales)}")
     out = plot_tsne(
         models,
         args.hr_dir,
@@ -95,10 +98,6 @@ def run(args) -> int:
     print(f"wrote {out}")
     from kdsr.training.tsne import SigmaReadout
 
-    readout_dir = args.readout_dir or args.hr_dir
-    if not Path(readout_dir).is_dir():
-        print(f"kdsr tsne: --readout-dir {readout_dir!r} is not a folder", file=sys.stderr)
-        return 1
     try:
         probe = SigmaReadout(
             readout_dir,
@@ -107,8 +106,7 @@ def run(args) -> int:
             lr_patch=args.lr_patch,
         )
     except ValueError as exc:  # e.g. no image large enough for the crops
-        print(f"kdsr tsne: σ read-out: {exc}", file=sys.stderr)
-        return 1
+        return fail("tsne", f"σ read-out: {exc}")
     scores = {}
     for label, model in models.items():
         scores[label] = probe.r2(model, args.feature)

@@ -1,6 +1,6 @@
 """`kdsr upscale`: super-resolve image files with a KDSR student.
 
-kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4
+kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4-student
 kdsr upscale big.png -o out/ --checkpoint student.pt --tile 256 --device cuda --half
 kdsr upscale photos/ -o out/ --checkpoint student.pt --precision bf16     # fast CPU path
 kdsr upscale photos/ -o out/ --onnx kdsr_s.onnx                           # onnxruntime (kdsr export)
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdsr.commands._common import add_trust_checkpoint_flag
+from kdsr.commands._common import add_runtime_flags, add_trust_checkpoint_flag
 from kdsr.data.io import Pixels
 
 SCAN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> None:
         "--checkpoint",
         metavar="PATH_OR_NAME",
         help="student model file (model.save / a training checkpoint) or a shipped weights name "
-        "(e.g. tiny-iso-x4)",
+        "(e.g. tiny-iso-x4-student)",
     )
     source.add_argument(
         "--onnx",
@@ -89,12 +89,6 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per model call (default 1)")
     p.add_argument(
-        "--device",
-        default=None,
-        metavar="DEVICE",
-        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
-    )
-    p.add_argument(
         "--fused-kernels",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -119,10 +113,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="appended to each output file name (default _x<scale>, e.g. photo_x4.png; '' for none)",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
+    add_runtime_flags(p, device_default=None, device_default_help="auto; cpu with --onnx")
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
 
@@ -178,22 +169,6 @@ def parse_tile(text: str) -> int | str | None:
     if tile < 4:
         raise ValueError(f"--tile must be auto, 0 (no tiling) or a size >= 4, got {text!r}")
     return tile
-
-
-def _pick_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available here; use --device cpu")
-    return device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -370,6 +345,7 @@ def run(args) -> int:
     import kdsr.tiling
     from kdsr.data.io import read_pixels, write_pixels
     from kdsr.deploy.ort_runner import OnnxStudent
+    from kdsr.device import pick_device
     from kdsr.memory import parse_size
 
     def say(message: str) -> None:
@@ -386,7 +362,7 @@ def run(args) -> int:
             raise ValueError("--half and --precision both set the precision; use --precision alone")
         outdir = Path(args.output)
         check_output_folder(outdir)
-        device = _pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
+        device = pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
         if args.onnx is not None:
             model = _load_onnx(args, device)
         else:

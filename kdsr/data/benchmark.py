@@ -127,12 +127,16 @@ def benchmark_pairs(
 
 
 def write_benchmark(
-    pairs: Sequence[BenchmarkPair], out_dir: str | os.PathLike, info: dict | None = None
+    pairs: Sequence[BenchmarkPair],
+    out_dir: str | os.PathLike,
+    info: dict | None = None,
+    progress: bool = True,
 ) -> Path:
-    """Write pairs as PNGs (HR/<image>.png once per image, LR/<name>.png) and manifest.json (returned)."""
+    """Write pairs as PNGs (HR/<image>.png once per image, LR/<name>.png) and manifest.json (returned);
+    `progress` shows a tqdm bar."""
     out = Path(out_dir)
     entries, written_hr = [], set()
-    for pair in tqdm(pairs, desc="writing PNGs", unit="pair", leave=False):
+    for pair in tqdm(pairs, desc="writing PNGs", unit="pair", leave=False, disable=not progress):
         image = pair.params.get("image", pair.name)
         hr_rel = f"HR/{image}.png"
         if hr_rel not in written_hr:

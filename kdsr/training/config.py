@@ -188,12 +188,29 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
+def apply_values(config: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of `config` with typed values set by dotted key (`{"logging.out_dir": "runs"}`).
+
+    Unlike `apply_overrides`, the values are used as given (never parsed as YAML): what the command
+    line's typed flags (--teacher, --name, ...) set. Unknown keys raise ConfigError.
+    """
+    result = copy.deepcopy(config)
+    for key, value in values.items():
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        _merge_known(result, nested, "")
+    return result
+
+
 def load_config(
     name_or_path: str | Path | None = None,
     overrides: Iterable[str] = (),
     base: Mapping[str, Any] | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build a full config: DEFAULTS (or `base`), then the YAML file, then overrides; then validate.
+    """Build a full config: DEFAULTS (or `base`), the YAML file, the `--set` overrides (YAML-parsed
+    strings), then `values` (typed, by dotted key; see apply_values); then validate.
 
     `base` is used on resume: the config stored in the checkpoint. Raises ConfigError on any problem.
     """
@@ -210,6 +227,7 @@ def load_config(
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _merge_known(config, loaded, "")
     config = apply_overrides(config, overrides)
+    config = apply_values(config, values or {})
     validate_config(config)
     return config
 
@@ -246,6 +264,21 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
             if isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"config key {dotted!r} is {item}; it must be a finite number")
     _require(config["stage"] in STAGES, f"stage must be one of {STAGES}, got {config['stage']!r}")
+    _require(
+        isinstance(config["name"], str) and config["name"].strip() != "",
+        f"name must be a non-empty string (the run folder), got {config['name']!r}; "
+        "in --set, quote a number: --set name='\"2024\"' (or use --name 2024)",
+    )
+    for key in ("teacher", "init"):
+        _require(
+            config[key] is None or (isinstance(config[key], str) and config[key] != ""),
+            f"{key} must be a checkpoint path or shipped name, got {config[key]!r}; pass --{key} PATH",
+        )
+    _require(
+        config["teacher"] is None or config["stage"] != "teacher",
+        "--teacher (config key teacher) only applies to stages student and gan; a teacher run trains "
+        "the teacher: drop --teacher, or pick a student config",
+    )
     model, deg, data, train, log = (config[k] for k in ("model", "degradation", "data", "train", "logging"))
     _require(
         model["variant"] in VARIANTS, f"model.variant must be one of {VARIANTS}, got {model['variant']!r}"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from kdsr.device import pick_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -31,18 +33,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """Map a config device name ("auto", "cpu", "cuda", "cuda:N") to a torch.device for this rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device: cpu")
-        if name == "cuda":
-            return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto") -> DistContext:

@@ -236,13 +236,14 @@ class Plan:
 
 def fixed_bytes(px: Pixels, scale: int) -> int:
     """Host bytes of `upscale_pixels`' own arrays for `px`: the decoded samples, the float32 LR tensor, the
-    output array(s) and the encoder's copy when writing (Pillow keeps 4 bytes per RGB pixel)."""
+    output array(s), and the writer's copies (rgb + alpha joined; Pillow keeps 4 bytes per RGB pixel)."""
     H, W = px.rgb.shape[:2]
     sample = px.rgb.dtype.itemsize
-    channels = (1 if px.grayscale else 3) + (px.alpha is not None)
-    decoded = H * W * (3 + (px.alpha is not None)) * sample
-    out = scale * scale * H * W * channels * sample
-    return decoded + 3 * H * W * 4 + out + max(out, 4 * scale * scale * H * W)
+    has_alpha = px.alpha is not None
+    decoded = H * W * (3 + has_alpha) * sample
+    out = scale * scale * H * W * ((1 if px.grayscale else 3) + has_alpha) * sample
+    writer = out * has_alpha + max(out, 4 * scale * scale * H * W)
+    return decoded + 3 * H * W * 4 + out + writer
 
 
 def choose_tile(plan: Plan, px: Pixels, runner, device) -> int | None:

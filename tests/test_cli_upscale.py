@@ -336,3 +336,14 @@ sys.exit(main(["upscale", {str(src)!r}, "-o", out, "--checkpoint", ckpt, "--no-p
     assert "untiled:" in run.stdout
     assert "tiles" in run.stderr and "1/1 images written" in run.stderr  # auto chose tiles and finished
     assert Image.open(tmp_path / "o" / "big_x4.png").size == (1600, 1600)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_alpha_upscaled_in_bands_equals_one_whole_image_call(scale):
+    from kdsr.commands.upscale import upscale_alpha
+
+    alpha = rgb_noise(70, 9, 1, seed=14, dtype=np.uint16)[..., 0]
+    whole = torch.from_numpy(alpha.astype(np.float32) / np.float32(65535))[None, None]
+    whole = F.interpolate(whole, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    want = (whole[0, 0] * 65535).round().to(torch.int32).numpy().astype(np.uint16)
+    np.testing.assert_array_equal(upscale_alpha(alpha, scale, chunk=16), want)

@@ -191,7 +191,10 @@ def measure_peak(fn: Callable[[], object], how: str, device: torch.device) -> in
         return _rss_peak(fn)
     if device.type == "cuda":
         return _cuda_peak(fn, device)
-    return _profiled_peak(fn)
+    try:
+        return _profiled_peak(fn)
+    except RuntimeError:  # a torch build without the profiler: the caller falls back to a large default
+        return None
 
 
 def safety_factor(device: torch.device, how: str = "torch") -> float:

@@ -245,3 +245,17 @@ def test_parse_size():
     for bad in ("", "lots", "-1GB", "2 GiBs", "0"):
         with pytest.raises(ValueError, match="2GiB"):
             parse_size(bad)
+
+
+def test_default_budget_is_half_the_free_memory_capped_beyond_the_arrays(monkeypatch):
+    from kdsr import memory
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
+    assert memory.default_budget(cpu, fixed=0) == memory.DEFAULT_WORK_CAP == 2**30
+    assert memory.default_budget(cpu, fixed=3 * 2**30) == 4 * 2**30  # arrays + 1 GiB
+    assert memory.default_budget(cpu, fixed=9 * 2**30) == 5 * 2**30  # half of what is free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 40 * 2**30)
+    assert memory.default_budget(torch.device("cuda"), fixed=0) == 32 * 2**30  # 80% of free VRAM, no cap
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
+    assert memory.default_budget(cpu, fixed=5) == 5 + 2**30

@@ -1,6 +1,7 @@
 """The one atomic file writer of the package: temp file in the target folder, fsync, rename.
 
 atomic_write(path, lambda f: f.write(data))      # f: a binary file object open on the temp file
+atomic_write_path(path, lambda tmp: encoder.write(str(tmp)))   # for writers that only take a file name
 A crash (even kill -9) mid-write leaves the previous file intact, plus at most a hidden `.tmp-<name>.*` temp
 file. The final file gets the usual mode of a new file, 0o666 & ~umask (tempfile.mkstemp alone gives 0600).
 """
@@ -29,15 +30,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     Creates missing parent folders. The result has mode 0o666 & ~umask. On any error the temp file is
     removed and the previous `path` (if any) is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o666 & ~current_umask())
+
+    def fill(tmp: Path, fd: int) -> None:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+
+    return _replace_atomically(Path(path), fill)
+
+
+def atomic_write_path(path: str | os.PathLike, fill: Callable[[Path], object]) -> Path:
+    """`atomic_write` for a writer that takes a file name: `fill(tmp)` writes the temp file `tmp` (a Path
+    in the target folder, already created with mode 0o666 & ~umask; the writer may truncate or replace
+    it). Returns the path."""
+
+    def fill_fd(tmp: Path, fd: int) -> None:
+        os.close(fd)
+        fill(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # in case the writer replaced the file
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+
+    return _replace_atomically(Path(path), fill_fd)
+
+
+def _replace_atomically(path: Path, fill: Callable[[Path, int], object]) -> Path:
+    """mkstemp beside `path`, chmod to the umask's mode, `fill(tmp, fd)` (which closes fd), rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        os.chmod(tmp_name, 0o666 & ~current_umask())
+        fill(Path(tmp_name), fd)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models.backbones import VGG16_CFG, alexnet_layers, load_torchvision_features, vgg_layers
+
 __all__ = ["LPIPS", "lpips_distance", "lpips_heads_path", "LPIPSUnavailable", "LPIPS_BACKBONE_FILES"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -30,14 +32,8 @@ LPIPS_BACKBONE_FILES = {
     "vgg": "vgg16-397923af.pth (https://download.pytorch.org/models/vgg16-397923af.pth)",
     "alex": "alexnet-owt-7be5be79.pth (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)",
 }
-# torchvision `features` layouts: (index, module spec); taps are the ReLU indices LPIPS reads.
-_VGG16 = [(0, 3, 64), (2, 64, 64), "M", (5, 64, 128), (7, 128, 128), "M", (10, 128, 256), (12, 256, 256),
-          (14, 256, 256), "M", (17, 256, 512), (19, 512, 512), (21, 512, 512), "M", (24, 512, 512),
-          (26, 512, 512), (28, 512, 512)]  # fmt: skip
+# the ReLU indices of torchvision's `features` layouts (kdsr.models.backbones) that LPIPS reads
 _VGG16_TAPS = (3, 8, 15, 22, 29)
-_ALEX = [(0, 3, 64, 11, 4, 2), "M", (3, 64, 192, 5, 1, 2), "M", (6, 192, 384, 3, 1, 1),
-         (8, 384, 256, 3, 1, 1),
-         (10, 256, 256, 3, 1, 1)]  # fmt: skip
 _ALEX_TAPS = (1, 4, 7, 9, 11)
 
 
@@ -60,35 +56,14 @@ def lpips_heads_path(net: str) -> Path:
 
 
 def _build_backbone(net: str) -> tuple[nn.Sequential, tuple[int, ...]]:
-    mods: dict[int, nn.Module] = {}
+    """torchvision's ``features`` of VGG16 ('vgg') or AlexNet ('alex') up to the last tap, and the taps."""
     if net == "vgg":
-        idx = 0
-        for c in _VGG16:
-            if c == "M":
-                mods[idx] = nn.MaxPool2d(2, 2)
-                idx += 1
-                continue
-            i, cin, cout = c
-            mods[i], mods[i + 1] = nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU()
-            idx = i + 2
-        taps = _VGG16_TAPS
+        layers, taps = vgg_layers(VGG16_CFG), _VGG16_TAPS
     elif net == "alex":
-        idx = 0
-        for c in _ALEX:
-            if c == "M":
-                mods[idx] = nn.MaxPool2d(3, 2)
-                idx += 1
-                continue
-            i, cin, cout, k, s, p = c
-            mods[i], mods[i + 1] = nn.Conv2d(cin, cout, k, s, p), nn.ReLU()
-            idx = i + 2
-        taps = _ALEX_TAPS
+        layers, taps = alexnet_layers(), _ALEX_TAPS
     else:
         raise ValueError(f"unknown LPIPS backbone {net!r}; choose 'vgg' or 'alex'")
-    seq = nn.Sequential()
-    for i in range(max(taps) + 1):
-        seq.add_module(str(i), mods[i])
-    return seq, taps
+    return nn.Sequential(*layers[: max(taps) + 1]), taps
 
 
 class LPIPS(nn.Module):
@@ -113,18 +88,10 @@ class LPIPS(nn.Module):
             raise LPIPSUnavailable(
                 f"{path}: no such file; LPIPS needs torchvision's {LPIPS_BACKBONE_FILES[net]}"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        own = {k: v for k, v in state.items() if k.startswith("features.")}
-        own = {
-            k[len("features.") :]: v
-            for k, v in own.items()
-            if k[len("features.") :] in self.features.state_dict()
-        }
-        if set(own) != set(self.features.state_dict()):
+        if load_torchvision_features(self.features, path):
             raise LPIPSUnavailable(
                 f"{path}: not a torchvision {net} state dict; need {LPIPS_BACKBONE_FILES[net]}"
             )
-        self.features.load_state_dict(own)
 
     def load_heads(self, path: str | Path) -> None:
         """Load the linear heads ``lin<k>.model.1.weight`` (1, C_k, 1, 1) from an lpips weights file."""

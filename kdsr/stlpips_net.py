@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics_lpips import lpips_distance
+from .models.backbones import VGG16_CFG, vgg_layers
 
 __all__ = ["STLPIPSVGG16", "stlpips_weights_path", "STLPIPSUnavailable", "STLPIPS_INSTALL"]
 
 STLPIPS_INSTALL = 'the [gan] extra: pip install --no-deps stlpips-pytorch==0.0.2 (or pip install -e ".[gan]")'
-_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 _SLICE_ENDS = (4, 10, 18, 26, 34)  # module index ranges of slice1..slice5 in the wheel's file
 
 
@@ -66,14 +66,7 @@ class STLPIPSVGG16(nn.Module):
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
-        mods: list[nn.Module] = []
-        cin = 3
-        for v in _CFG:
-            if v == "M":
-                mods += [nn.MaxPool2d(2, 1), _BlurDown(cin)]
-            else:
-                mods += [nn.Conv2d(cin, v, 3, 1, 1), nn.ReLU()]
-                cin = v
+        mods = vgg_layers(VGG16_CFG, pool=lambda c: [nn.MaxPool2d(2, 1), _BlurDown(c)])
         self.net = nn.Module()
         start = 0
         for k, end in enumerate(_SLICE_ENDS, 1):

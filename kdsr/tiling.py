@@ -248,9 +248,20 @@ def upscale(
         check_image(image, "image")
         degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
         degradation = degradation.to(device, model.sr_net.head.weight.dtype)
-    low_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    runner = torch_runner(model, low_dtype)
+    runner = runner_for(model, precision)
     return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
+
+
+def runner_for(model: KDSRStudent, precision: str = "fp32") -> TileRunner:
+    """The TileRunner `upscale` uses for `model` at `precision` ("fp32" / "bf16" / "fp16" / "auto")."""
+    precision = resolve_precision(precision, model.sr_net.head.weight.device)
+    low_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch_runner(model, low_dtype)
+
+
+# (first output row, block (B, 3, rows, scale*W) in [0, 1]): receives the SR result top to bottom, each output
+# row exactly once, in the dtype the network produced (float32 when tiles were blended).
+Sink = Callable[[int, torch.Tensor], None]
 
 
 def upscale_with(
@@ -269,6 +280,45 @@ def upscale_with(
     if isinstance(image, torch.Tensor) and image.dim() == 3:
         image = image.unsqueeze(0)
     check_image(image, "image")
+    B, _, H, W = image.shape
+    s = runner.scale
+    out = torch.empty(B, 3, s * H, s * W, dtype=image.dtype, device=image.device)
+
+    def sink(y: int, block: torch.Tensor) -> None:
+        out[:, :, y : y + block.shape[2]] = block
+
+    upscale_stream(runner, image, sink, tile, tile_pad, tile_batch, degradation, progress)
+    return out
+
+
+def sr_steps(runner: TileRunner, image_hw: tuple[int, int], tile: int | None, tile_pad: int) -> int:
+    """How many SR windows `upscale_stream` runs on an (H, W) image (1: untiled)."""
+    H, W = image_hw
+    if tile is None:
+        return 1
+    win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
+    return len(window_starts(H, win_h, 2 * tile_pad)) * len(window_starts(W, win_w, 2 * tile_pad))
+
+
+def upscale_stream(
+    runner: TileRunner,
+    image: torch.Tensor,
+    sink: Sink,
+    tile: int | None = None,
+    tile_pad: int = 10,
+    tile_batch: int = 1,
+    degradation: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Super-resolve `image` (B, 3, H, W) and hand the result to `sink` in horizontal bands, top to bottom.
+
+    The SR windows of one row of tiles are blended into a float32 band of scale*(tile + 2*tile_pad) output
+    rows by scale*W (on the image's device); once a row of windows is done, the output rows no later window
+    touches are normalised, clamped and passed on, so no copy of the whole output exists here (the sink
+    decides where it goes: a tensor in `upscale_with`, a uint8/uint16 array in `kdsr upscale`). Blend weights
+    are separable, so the normaliser is a product of two 1-D sums. One window covering the image: the
+    network's own output, clamped, in one block (identical to untiled).
+    """
     s = runner.scale
     B, _, H, W = image.shape
     win_h = H if tile is None else min(tile + 2 * tile_pad, H)
@@ -278,7 +328,8 @@ def upscale_with(
     single = len(rows) == 1 and len(cols) == 1  # one window covers the image: no tiling at all
     enc_tile = None if single else tile
     n_enc = 1 if enc_tile is None else math.ceil(H / enc_tile) * math.ceil(W / enc_tile)
-    n_sr = math.ceil(len(rows) * len(cols) / tile_batch)
+    per_row = math.ceil(len(cols) / tile_batch)
+    n_sr = len(rows) * per_row
     total_steps = (0 if degradation is not None else n_enc) + n_sr
 
     def report(done: int) -> None:
@@ -293,30 +344,56 @@ def upscale_with(
         )
         done = total_steps - n_sr
         if single:
-            out = runner.sr(runner.to_input(image), d)
+            out = runner.sr(runner.to_input(image), d).clamp_(0, 1)
             report(total_steps)
-            return out.clamp_(0, 1).to(image.device, image.dtype)
+            sink(0, out)
+            return
 
-        out = torch.zeros(B, 3, s * H, s * W, dtype=torch.float32, device=image.device)
-        norm = torch.zeros(1, 1, s * H, s * W, dtype=torch.float32, device=image.device)
         row_w = _axis_weights(rows, win_h, H, s)
         col_w = _axis_weights(cols, win_w, W, s)
-        windows = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
-        for first in range(0, len(windows), tile_batch):
-            group = windows[first : first + tile_batch]
-            tiles = torch.cat(
-                [image[:, :, rows[i] : rows[i] + win_h, cols[j] : cols[j] + win_w] for i, j in group]
-            )
-            sr = runner.sr(runner.to_input(tiles), d.repeat(len(group), 1))
-            sr = sr.float().to(image.device)
-            for k, (i, j) in enumerate(group):
-                weight = (row_w[i].view(-1, 1) * col_w[j].view(1, -1)).to(image.device)
-                y, x = s * rows[i], s * cols[j]
-                out[:, :, y : y + s * win_h, x : x + s * win_w] += sr[k * B : (k + 1) * B] * weight
-                norm[:, :, y : y + s * win_h, x : x + s * win_w] += weight
-            done += 1
-            report(done)
-        return (out / norm).clamp_(0, 1).to(image.dtype)
+        row_norm = _coverage(rows, row_w, s, H).to(image.device)
+        col_norm = _coverage(cols, col_w, s, W).to(image.device)
+        band = torch.zeros(B, 3, s * win_h, s * W, dtype=torch.float32, device=image.device)
+        for i, top in enumerate(rows):
+            wy = row_w[i].to(image.device).view(-1, 1)
+            for first in range(0, len(cols), tile_batch):
+                group = range(first, min(first + tile_batch, len(cols)))
+                tiles = torch.cat([image[:, :, top : top + win_h, cols[j] : cols[j] + win_w] for j in group])
+                sr = runner.sr(runner.to_input(tiles), d.repeat(len(group), 1))
+                sr = sr.float().to(image.device)
+                for k, j in enumerate(group):
+                    weight = wy * col_w[j].to(image.device).view(1, -1)
+                    x = s * cols[j]
+                    band[:, :, :, x : x + s * win_w].addcmul_(sr[k * B : (k + 1) * B], weight)
+                done += 1
+                report(done)
+            y0 = s * top
+            y1 = s * rows[i + 1] if i + 1 < len(rows) else s * H
+            _flush(band[:, :, : y1 - y0], row_norm[y0:y1], col_norm, y0, sink)
+            if i + 1 < len(rows):
+                keep = band[:, :, y1 - y0 :].clone()
+                band.zero_()
+                band[:, :, : keep.shape[2]] = keep
+                del keep
+
+
+FLUSH_ROWS = 64  # output rows normalised and handed to the sink at a time (bounds the temporaries)
+
+
+def _flush(band: torch.Tensor, row_norm: torch.Tensor, col_norm: torch.Tensor, y0: int, sink: Sink) -> None:
+    """Normalise `band` (B, 3, n, sW) by row_norm (n,) x col_norm (sW,), clamp, pass to `sink` in chunks."""
+    for a in range(0, band.shape[2], FLUSH_ROWS):
+        b = min(a + FLUSH_ROWS, band.shape[2])
+        norm = row_norm[a:b].view(-1, 1) * col_norm.view(1, -1)
+        sink(y0 + a, (band[:, :, a:b] / norm).clamp_(0, 1))
+
+
+def _coverage(starts: list[int], weights: list[torch.Tensor], scale: int, length: int) -> torch.Tensor:
+    """(scale*length,) sum of the per-window weights along one axis (the 1-D factor of the normaliser)."""
+    total = torch.zeros(scale * length)
+    for start, w in zip(starts, weights, strict=True):
+        total[scale * start : scale * start + w.shape[0]] += w
+    return total
 
 
 def _check_degradation(d: torch.Tensor, batch: int, n_feats: int) -> torch.Tensor:
@@ -333,3 +410,119 @@ def _check_degradation(d: torch.Tensor, batch: int, n_feats: int) -> torch.Tenso
     if not d.is_floating_point() or not bool(torch.isfinite(d).all()):
         raise ValueError("degradation must be a finite floating tensor (e.g. from model.encode(lr)[0])")
     return d.expand(batch, -1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# choosing the tile from a memory budget
+# ----------------------------------------------------------------------------------------------------
+MIN_AUTO_TILE = 32  # smallest tile `plan_tile` picks (below it the overlap costs more than the tile)
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Measured peak bytes per LR pixel of one window (batch 1): of the encoder's features and of the SR
+    network (its (scale^2 * 3) float output included), safety factor applied (see kdsr.memory); plus a
+    constant per window for what a probe misses: a oneDNN convolution of a new shape creates a primitive
+    (JIT code, scratchpad) outside torch's allocator -- measured ~6 MB on a 256x256 bf16 encoder window."""
+
+    encoder_per_px: float
+    sr_per_px: float
+    overhead: int = 16 * 2**20  # per window: library state a probe does not see (oneDNN primitives, scratch)
+
+    def window_bytes(self, kind: str, pixels: int) -> float:
+        """Peak bytes of one `kind` ("encoder" / "sr") window of `pixels` LR pixels (batch included)."""
+        return self.overhead + (self.encoder_per_px if kind == "encoder" else self.sr_per_px) * pixels
+
+
+def measure_memory(runner: TileRunner, device: torch.device, how: str = "torch") -> MemoryModel:
+    """Probe the runner on a kdsr.memory.PROBE-sized window and measure its peak (first calls included:
+    one-off caches count, which errs on the safe side; an onnxruntime arena would hide a second call).
+
+    how: "torch" (profiler on CPU / allocator stats on CUDA; a PyTorch model) or "rss" (onnxruntime).
+    A probe whose measurement is unavailable gives a deliberately large 64 KiB per pixel.
+    """
+    from . import memory
+
+    n = memory.PROBE
+    with torch.no_grad():
+        x = runner.to_input(torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0)))
+        d = runner.head(runner.features(x).double().mean(dim=(2, 3)))
+
+        def enc() -> None:
+            runner.features(x)
+
+        def sr() -> None:
+            runner.sr(x, d)
+
+        peaks = [memory.measure_peak(fn, how, device) for fn in (enc, sr)]
+    factor = memory.safety_factor(device, how)
+    enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
+    return MemoryModel(enc_px, sr_px)
+
+
+def _band_bytes(B: int, scale: int, win_h: int, win_w: int, W: int) -> int:
+    """Host float32 bytes of the blending in `upscale_stream`: the band and its shift copy, the float copy of
+    a window's output and its weighted product, and the flush temporaries."""
+    band = B * 3 * 4 * scale * win_h * scale * W
+    window = B * 3 * 4 * scale * win_h * scale * win_w
+    flush = 3 * B * 3 * 4 * FLUSH_ROWS * scale * W
+    return 2 * band + 2 * window + flush
+
+
+def plan_tile(
+    mem: MemoryModel,
+    image_hw: tuple[int, int],
+    scale: int,
+    tile_pad: int,
+    encoder_radius: int,
+    budget: int,
+    fixed: int = 0,
+    *,
+    batch: int = 1,
+    tile_batch: int = 1,
+    host_budget: int | None = None,
+) -> int | None:
+    """The tile for `upscale_stream` that keeps the peak under the budget: None (untiled) when the whole
+    image fits, else the largest tile >= MIN_AUTO_TILE that does.
+
+    budget: bytes for the network's working set -- plus, when host_budget is None (CPU: one memory), the
+    blending band and the `fixed` bytes of the caller's own arrays (decoded image, LR tensor, output array).
+    host_budget (CUDA): host bytes for `fixed` + the band; `budget` is then device memory only.
+    Raises MemoryError with a one-line message when even the smallest tile does not fit.
+    """
+    H, W = image_hw
+    shared = host_budget is None
+
+    def cost(tile: int | None) -> tuple[float, float]:
+        """(network working set, host arrays + blending band) in bytes."""
+        if tile is None:
+            work = max(mem.window_bytes(k, batch * H * W) for k in ("encoder", "sr"))
+            return work, fixed + 3 * batch * 3 * 4 * FLUSH_ROWS * scale * W
+        win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
+        enc_h, enc_w = min(tile + 2 * encoder_radius, H), min(tile + 2 * encoder_radius, W)
+        work = max(
+            mem.window_bytes("encoder", batch * enc_h * enc_w),
+            mem.window_bytes("sr", batch * tile_batch * win_h * win_w),
+        )
+        return work, fixed + _band_bytes(batch, scale, win_h, win_w, W)
+
+    def fits(tile: int | None) -> bool:
+        work, host = cost(tile)
+        return work + host <= budget if shared else (work <= budget and host <= host_budget)
+
+    if fits(None):
+        return None
+    lo, hi = MIN_AUTO_TILE, max(H, W)
+    if not fits(lo):
+        from .memory import format_size
+
+        work, host = cost(lo)
+        need, have = (work + host, budget) if shared else max((work, budget), (host, host_budget))
+        raise MemoryError(
+            f"a {W}x{H} image at x{scale} needs about {format_size(need)} even in {lo}-pixel tiles, more "
+            f"than the budget of {format_size(have)}; raise --max-memory or free memory"
+        )
+    while lo < hi:  # the largest fitting tile: fits() is monotone in the tile size
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo

@@ -14,7 +14,7 @@ from PIL import Image
 
 import kdsr
 from kdsr.cli import build_parser, main
-from kdsr.commands.upscale import encode_png16, read_image
+from kdsr.data.io import Pixels, read_pixels, write_pixels
 
 SCALE = 2
 
@@ -72,17 +72,21 @@ def png_with_every_filter(samples: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("channels", [3, 4])
-def test_read_image_keeps_16_bit_colour_exactly(tmp_path, channels):
+def test_read_pixels_keeps_16_bit_colour_exactly(tmp_path, channels):
     samples = rgb_noise(7, 9, channels, seed=channels, dtype=np.uint16)
     (tmp_path / "a.png").write_bytes(png_with_every_filter(samples))
-    data = read_image(tmp_path / "a.png")
-    assert data.bits == 16 and not data.grayscale
-    np.testing.assert_array_equal(np.round(data.rgb * 65535).astype(np.uint16), samples[..., :3])
+    data = read_pixels(tmp_path / "a.png")
+    assert data.bits == 16 and not data.grayscale and data.rgb.dtype == np.uint16
+    np.testing.assert_array_equal(data.rgb, samples[..., :3])
     if channels == 4:
-        np.testing.assert_array_equal(np.round(data.alpha * 65535).astype(np.uint16), samples[..., 3])
-    (tmp_path / "b.png").write_bytes(encode_png16(samples))  # our writer round-trips through our reader
-    again = read_image(tmp_path / "b.png")
+        np.testing.assert_array_equal(data.alpha, samples[..., 3])
+    write_pixels(tmp_path / "b.png", data)  # our writer round-trips through our reader
+    again = read_pixels(tmp_path / "b.png")
     np.testing.assert_array_equal(again.rgb, data.rgb)
+
+
+def write_png16(path, rgb16: np.ndarray) -> None:
+    write_pixels(path, Pixels(rgb16, None, False, 16))
 
 
 def test_upscale_every_kind_of_file(tmp_path, checkpoints):
@@ -96,7 +100,7 @@ def test_upscale_every_kind_of_file(tmp_path, checkpoints):
     Image.fromarray(gray8).save(src / "gray.png")
     Image.fromarray(rgba8).save(src / "rgba.png")
     Image.fromarray(rgb_noise(10, 12, 1, seed=4, dtype=np.uint16)[..., 0]).save(src / "gray16.png")
-    (src / "rgb16.png").write_bytes(encode_png16(rgb16))
+    write_png16(src / "rgb16.png", rgb16)
     out = tmp_path / "out"
     rc = main(["upscale", str(src), "-o", str(out), "--checkpoint", str(checkpoints["student"])])
     assert rc == 0
@@ -129,9 +133,10 @@ def test_upscale_every_kind_of_file(tmp_path, checkpoints):
     want_alpha = F.interpolate(alpha, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
     np.testing.assert_allclose(got[..., 3], want_alpha[0, 0].numpy(), atol=0.5 / 255 + 1e-6)
     # 16-bit colour: read, restored and written at 16 bits (an 8-bit detour would be off by ~1/255)
-    result = read_image(out / "rgb16_x2.png")
+    result = read_pixels(out / "rgb16_x2.png")
     assert result.bits == 16
-    np.testing.assert_allclose(result.rgb, expected_sr(model, rgb16 / 65535.0), atol=0.5 / 65535 + 1e-6)
+    got = result.rgb / 65535.0
+    np.testing.assert_allclose(got, expected_sr(model, rgb16 / 65535.0), atol=0.5 / 65535 + 1e-6)
 
 
 def test_tiled_run_and_options(tmp_path, checkpoints):
@@ -212,3 +217,133 @@ def test_profile_prints_params_macs_and_times(tmp_path, capsys):
     assert main(["profile", "--variant", "M", "--repeats", "0"]) == 0
     out = capsys.readouterr().out
     assert "5,795,099 (5.80 M; paper 5.80 M)" in out and "226.87 G" in out
+
+
+# ----------------------------------------------------------------------------------------------------
+# --tile auto, --max-memory, the output folder, progress bars
+# ----------------------------------------------------------------------------------------------------
+def test_auto_tile_that_covers_the_image_is_bit_identical_to_untiled(tmp_path, checkpoints, capsys):
+    src = tmp_path / "a.png"
+    Image.fromarray(rgb_noise(20, 24, seed=11)).save(src)
+    base = ["upscale", str(src), "--checkpoint", str(checkpoints["student"])]
+    assert main([*base, "-o", str(tmp_path / "auto")]) == 0  # default: --tile auto
+    assert "whole image" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "none"), "--tile", "0"]) == 0
+    assert main([*base, "-o", str(tmp_path / "one"), "--tile", "24"]) == 0  # one window covers it
+    auto = np.asarray(Image.open(tmp_path / "auto" / "a_x2.png"))
+    assert np.array_equal(auto, np.asarray(Image.open(tmp_path / "none" / "a_x2.png")))
+    assert np.array_equal(auto, np.asarray(Image.open(tmp_path / "one" / "a_x2.png")))
+    # and the untiled CLI result is the model's own output, quantised (no float detour through blending)
+    want = np.round(expected_sr(checkpoints["model"], rgb_noise(20, 24, seed=11) / np.float32(255)) * 255)
+    assert np.array_equal(auto, want.astype(np.uint8))
+
+
+def test_auto_tiles_under_a_small_budget_and_progress_only_for_several_tiles(tmp_path, checkpoints, capsys):
+    src = tmp_path / "a.png"
+    Image.fromarray(rgb_noise(96, 120, seed=12)).save(src)
+    from kdsr.tiling import measure_memory, runner_for
+
+    mem = measure_memory(runner_for(checkpoints["model"]), torch.device("cpu"))
+    small_budget = str(int(mem.window_bytes("sr", int(0.4 * 96 * 120))))  # less than the image needs
+    base = ["upscale", str(src), "--checkpoint", str(checkpoints["student"]), "--tile-pad", "4"]
+    assert main([*base, "-o", str(tmp_path / "small"), "--max-memory", small_budget]) == 0
+    err = capsys.readouterr().err
+    assert "tiles" in err and "whole image" not in err and "tile/s" in err  # a bar over the tiles
+    assert main([*base, "-o", str(tmp_path / "quiet"), "--max-memory", small_budget, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "tile/s" not in err and "img/s" not in err
+    assert main([*base, "-o", str(tmp_path / "big"), "--max-memory", "4GiB"]) == 0
+    err = capsys.readouterr().err
+    assert "whole image" in err and "tile/s" not in err  # one tile: no tile bar
+    small = np.asarray(Image.open(tmp_path / "small" / "a_x2.png"), np.float32)
+    big = np.asarray(Image.open(tmp_path / "big" / "a_x2.png"), np.float32)
+    assert 0 < np.abs(small - big).mean() < 0.5  # tiled (blended) vs whole image: the same picture
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max-memory", "lots"], "not a memory size"),
+        (["--tile", "big"], "--tile must be auto"),
+        (["--tile", "-3"], "--tile must be auto"),
+    ],
+)
+def test_bad_memory_and_tile_flags_exit_with_2(tmp_path, checkpoints, capsys, extra, message):
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "a.png")
+    argv = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint"]
+    assert main([*argv, str(checkpoints["student"]), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_budget_below_the_image_arrays_fails_that_file_with_one_line(tmp_path, checkpoints, capsys):
+    Image.fromarray(rgb_noise(64, 64)).save(tmp_path / "a.png")
+    argv = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--max-memory", "100KB"]
+    assert main([*argv, "--checkpoint", str(checkpoints["student"])]) == 1
+    err = capsys.readouterr().err
+    assert "MemoryError" in err and "raise --max-memory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+def test_output_that_is_a_file_exits_with_2_and_one_line(tmp_path, checkpoints, capsys, where):
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("not a folder")
+    argv = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / where)]
+    assert main([*argv, "--checkpoint", str(checkpoints["student"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("kdsr upscale: error: -o ") and "is a file" in err or "existing file" in err
+
+
+def test_default_flags_finish_under_an_address_space_cap_the_untiled_run_exceeds(tmp_path):
+    """A subprocess caps its address space (RLIMIT_AS) at its current size plus 60% of what the untiled
+    network needs for the image (estimate; the real need is >= estimate / CPU_SAFETY = 80% of it); the
+    untiled call runs out of memory there, `kdsr upscale` with the default flags picks tiles from the
+    headroom and finishes. A narrow x4 model (8 features) keeps the compute small and the memory large."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    kdsr.KDSRStudent("tiny", scale=4, n_blocks=1, n_feats=8, n_encoder_res=1).save(tmp_path / "narrow.pt")
+    src = tmp_path / "big.png"
+    Image.fromarray(rgb_noise(400, 400, seed=13)).save(src)
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "warm.png")
+    child = f"""
+import resource, sys, torch
+torch.set_num_threads(1)
+import kdsr
+from kdsr.cli import main
+from kdsr.memory import _status_bytes
+from kdsr.tiling import measure_memory, runner_for
+ckpt = {str(tmp_path / "narrow.pt")!r}
+assert main(["upscale", {str(tmp_path / "warm.png")!r}, "-o", {str(tmp_path / "w")!r}, "--checkpoint", ckpt,
+             "--no-progress"]) == 0  # imports everything the run needs
+model = kdsr.load(ckpt)
+untiled = measure_memory(runner_for(model), torch.device("cpu")).sr_per_px * 400 * 400
+lr = torch.rand(1, 3, 400, 400)
+resource.setrlimit(resource.RLIMIT_AS, (_status_bytes("VmSize") + int(0.6 * untiled), resource.RLIM_INFINITY))
+try:
+    kdsr.upscale(model, lr)
+    sys.exit("the untiled run fit under the cap: the test proves nothing")
+except RuntimeError as exc:  # torch.OutOfMemoryError or oneDNN's "could not create a primitive"
+    print("untiled:", type(exc).__name__, str(exc).splitlines()[0][:80])
+del lr
+out = {str(tmp_path / "o")!r}
+sys.exit(main(["upscale", {str(src)!r}, "-o", out, "--checkpoint", ckpt, "--no-progress"]))
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "untiled:" in run.stdout
+    assert "tiles" in run.stderr and "1/1 images written" in run.stderr  # auto chose tiles and finished
+    assert Image.open(tmp_path / "o" / "big_x4.png").size == (1600, 1600)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_alpha_upscaled_in_bands_equals_one_whole_image_call(scale):
+    from kdsr.commands.upscale import upscale_alpha
+
+    alpha = rgb_noise(70, 9, 1, seed=14, dtype=np.uint16)[..., 0]
+    whole = torch.from_numpy(alpha.astype(np.float32) / np.float32(65535))[None, None]
+    whole = F.interpolate(whole, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    want = (whole[0, 0] * 65535).round().to(torch.int32).numpy().astype(np.uint16)
+    np.testing.assert_array_equal(upscale_alpha(alpha, scale, chunk=16), want)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from kdsr.cli import main
+from kdsr.data.io import Pixels, read_pixels, write_pixels
 from kdsr.data.subimages import tile_starts
 
 
@@ -25,8 +26,8 @@ def test_prepare_subimages_writes_exact_tiles(tmp_path, capsys):
     pixels = rng.integers(0, 256, (70, 100, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(src / "big.png")
     Image.fromarray(pixels[:30, :30]).save(src / "small.png")
-    deep = rng.integers(0, 65536, (50, 45), dtype=np.uint16)
-    Image.fromarray(deep).save(src / "deep.png")  # 16-bit grayscale keeps its depth
+    deep = rng.integers(0, 65536, (50, 45, 3), dtype=np.uint16)
+    write_pixels(src / "deep.png", Pixels(deep, bits=16))  # 16-bit RGB keeps its 16 bits
     args = ["prepare-subimages", str(src), str(out), "--crop", "40", "--step", "20", "--no-progress"]
     assert main(args) == 0
     line = capsys.readouterr().out.strip()
@@ -41,15 +42,15 @@ def test_prepare_subimages_writes_exact_tiles(tmp_path, capsys):
     for k, (top, left) in enumerate(tiles, start=1):
         tile = np.asarray(Image.open(out / f"big_s{k:03d}.png"))
         assert np.array_equal(tile, pixels[top : top + 40, left : left + 40])
-    deep_tile = Image.open(out / "deep_s004.png")  # rows [0, 10] x cols [0, 5]: tile 4 = (10, 5)
-    assert np.array_equal(np.asarray(deep_tile), deep[10:50, 5:45])
+    deep_tile = read_pixels(out / "deep_s004.png")  # rows [0, 10] x cols [0, 5]: tile 4 = (10, 5)
+    assert deep_tile.bits == 16 and np.array_equal(deep_tile.rgb, deep[10:50, 5:45])
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--step", "0"], "--step >= 1"),
-        (["--png-compression", "12"], "must be 0..9"),
+        (["--crop", "0"], "--crop >= 1"),
         (["--crop", "8", "SAME"], "OUT_DIR must differ"),
     ],
 )

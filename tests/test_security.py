@@ -259,7 +259,7 @@ def test_no_full_unpickling_outside_the_opt_in():
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_written_files_honour_the_umask(tmp_path, umask):
-    from kdsr.commands.upscale import read_image, write_image
+    from kdsr.data.io import read_pixels, write_pixels
 
     image = make_image_folder(tmp_path / "img", count=1, size=8) / "img0.png"
     old = os.umask(umask)
@@ -271,7 +271,7 @@ def test_written_files_honour_the_umask(tmp_path, umask):
             ckpt_io.save_atomic({"x": torch.ones(2)}, tmp_path / "last.pt"),
             atomic_write_text(tmp_path / "r.json", "{}"),
         ]
-        write_image(tmp_path / "up.png", read_image(image))
+        write_pixels(tmp_path / "up.png", read_pixels(image))
         paths.append(tmp_path / "up.png")
         json_out = tmp_path / "eval.json"
         hr_dir = make_image_folder(tmp_path / "hr", count=1, size=32)

@@ -154,3 +154,108 @@ def test_bad_arguments(model, kwargs, error, match):
 def test_teacher_is_rejected():
     with pytest.raises(TypeError, match="KDSRStudent"):
         kdsr.upscale(kdsr.KDSRTeacher("tiny"), torch.rand(1, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------------------------------
+# streaming and the memory budget (kdsr upscale --tile auto)
+# ----------------------------------------------------------------------------------------------------
+def test_stream_hands_every_output_row_once_in_order(model):
+    from kdsr.tiling import runner_for, upscale_stream
+
+    lr = smooth_image(1, 40, 30, seed=4)
+    whole = kdsr.upscale(model, lr, tile=12, tile_pad=4)
+    for tile in (12, None):
+        blocks = []
+        upscale_stream(runner_for(model), lr, lambda y, b, seen=blocks: seen.append((y, b.clone())), tile, 4)
+        starts = [y for y, _ in blocks]
+        assert starts[0] == 0 and starts == sorted(starts)
+        assert all(y + b.shape[2] == nxt for (y, b), nxt in zip(blocks, starts[1:], strict=False))
+        assert blocks[-1][0] + blocks[-1][1].shape[2] == 4 * 40
+        assert all(b.dtype == torch.float32 and b.shape[3] == 4 * 30 for _, b in blocks)
+        if tile is not None:
+            assert len(blocks) > 2  # really streamed in bands
+            torch.testing.assert_close(torch.cat([b for _, b in blocks], dim=2), whole, rtol=0, atol=0)
+
+
+def test_plan_tile_fits_the_budget():
+    from kdsr.tiling import MIN_AUTO_TILE, MemoryModel, _band_bytes, plan_tile
+
+    mem = MemoryModel(encoder_per_px=1000.0, sr_per_px=5000.0, overhead=0)
+    hw, s, pad, radius = (300, 400), 4, 10, 6
+    assert plan_tile(mem, hw, s, pad, radius, budget=5000 * 300 * 400 + 10**7) is None  # fits untiled
+    budget, fixed = 200 * 2**20, 50 * 2**20
+    tile = plan_tile(mem, hw, s, pad, radius, budget, fixed)
+    assert MIN_AUTO_TILE <= tile < 400
+
+    def cost(t):
+        win = (min(t + 2 * pad, 300), min(t + 2 * pad, 400))
+        return fixed + 5000 * win[0] * win[1] + _band_bytes(1, s, *win, 400)
+
+    assert cost(tile) <= budget < cost(tile + 1)  # the largest tile that fits
+    # CUDA: the device budget bounds the network, the host budget the band and the arrays
+    dev = plan_tile(mem, hw, s, pad, radius, 5000 * 100**2, fixed, host_budget=2**40)
+    assert dev == 100 - 2 * pad
+    with pytest.raises(MemoryError, match="--max-memory"):
+        plan_tile(mem, hw, s, pad, radius, budget=fixed, fixed=fixed)
+
+
+def test_measured_peak_bounds_a_real_run():
+    """The probe's bytes per pixel x a large window's pixels >= the resident-set growth of running it in a
+    fresh process (encoder and SR network of the shipped tiny model, fp32 and bf16)."""
+    import json
+    import subprocess
+    import sys
+
+    from kdsr.tiling import measure_memory, runner_for
+
+    child = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+import kdsr
+from kdsr.memory import _rss_peak
+from kdsr.tiling import runner_for
+m = kdsr.load("tiny-iso-x4-student")
+out = {}
+for precision in ("fp32", "bf16"):
+    r = runner_for(m, precision)
+    with torch.no_grad():
+        small = r.to_input(torch.rand(1, 3, 16, 16))
+        d = r.head(r.features(small).double().mean(dim=(2, 3)))
+        r.sr(small, d)
+        x = r.to_input(torch.rand(1, 3, 192, 192))
+        out[precision] = [_rss_peak(lambda: r.features(x)), _rss_peak(lambda: r.sr(x, d))]
+print(json.dumps(out))
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    real = json.loads(run.stdout.strip().splitlines()[-1])
+    m = kdsr.load("tiny-iso-x4-student")
+    for precision, (enc, sr) in real.items():
+        mem = measure_memory(runner_for(m, precision), torch.device("cpu"))
+        assert sr > 0.5 * mem.sr_per_px * 192**2 / 1.25  # the measurement saw the run at all
+        assert enc <= mem.window_bytes("encoder", 192**2), precision
+        assert sr <= mem.window_bytes("sr", 192**2), precision
+
+
+def test_parse_size():
+    from kdsr.memory import parse_size
+
+    assert parse_size("2GiB") == 2 * 1024**3 and parse_size("800MB") == 800 * 1000**2
+    assert parse_size("1.5 gb") == 1_500_000_000 and parse_size("4096") == 4096
+    for bad in ("", "lots", "-1GB", "2 GiBs", "0"):
+        with pytest.raises(ValueError, match="2GiB"):
+            parse_size(bad)
+
+
+def test_default_budget_is_half_the_free_memory_capped_beyond_the_arrays(monkeypatch):
+    from kdsr import memory
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
+    assert memory.default_budget(cpu, fixed=0) == memory.DEFAULT_WORK_CAP == 2**30
+    assert memory.default_budget(cpu, fixed=3 * 2**30) == 4 * 2**30  # arrays + 1 GiB
+    assert memory.default_budget(cpu, fixed=9 * 2**30) == 5 * 2**30  # half of what is free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 40 * 2**30)
+    assert memory.default_budget(torch.device("cuda"), fixed=0) == 32 * 2**30  # 80% of free VRAM, no cap
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
+    assert memory.default_budget(cpu, fixed=5) == 5 + 2**30

@@ -25,9 +25,10 @@ def add_parser(subparsers) -> None:
             "pixels, plus one flush with the bottom/right edge when more than THRESH_SIZE pixels would be "
             "left uncovered (BasicSR's scripts/data_preparation/extract_subimages.py; DIV2K: crop 480, step "
             "240, thresh-size 0). Tile k of name.ext is written as OUT_DIR/name_s<k>.png (k from 001, row by "
-            "row), atomically, with the pixels unchanged (bit depth and mode kept; EXIF orientation applied "
-            "as training applies it). Images smaller than CROP are skipped and listed. Training on the tiles "
-            "decodes 480x480 PNGs instead of whole 2K images (data.cache: disk avoids the decode entirely)."
+            "row), atomically, with the samples unchanged (8/16 bits, alpha, grayscale and ICC profile kept; "
+            "EXIF orientation applied as training applies it). Images smaller than CROP are skipped and "
+            "listed. Training on the tiles decodes 480x480 PNGs instead of whole 2K images (data.cache: disk "
+            "avoids the decode entirely)."
         ),
         epilog=EPILOG,
     )
@@ -46,13 +47,6 @@ def add_parser(subparsers) -> None:
         help="add an edge-flush last tile only when more than this many pixels would stay uncovered "
         "(default: 0, always cover the whole image)",
     )
-    p.add_argument(
-        "--png-compression",
-        type=int,
-        default=3,
-        help="PNG zlib level 0-9 of the tiles: lower writes and decodes faster, files are larger "
-        "(default: 3, BasicSR's)",
-    )
     add_runtime_flags(p, device=False, threads=False)  # Pillow crops and encodes: no device, no torch threads
     p.set_defaults(func=run)
 
@@ -67,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
             crop=args.crop,
             step=args.step,
             thresh_size=args.thresh_size,
-            compress_level=args.png_compression,
             progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError) as exc:

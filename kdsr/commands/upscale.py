@@ -14,163 +14,20 @@ file failed (2 for a bad command line, checkpoint or device).
 from __future__ import annotations
 
 import argparse
-import os
-import struct
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kdsr.atomic import atomic_write, atomic_write_bytes
 from kdsr.commands._common import add_runtime_flags, add_trust_checkpoint_flag
+from kdsr.data.io import Pixels
 
 SCAN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP"}
-JPEG_QUALITY = 95
-# Largest tile tried first when the whole image does not fit in device memory; halved down to MIN_RETRY_TILE.
-FIRST_RETRY_TILE = 512
+# Smallest tile the out-of-memory retry (CUDA, or a CPU allocator that raises) halves the tile to.
 MIN_RETRY_TILE = 32
 LUMA = (0.299, 0.587, 0.114)
-
-
-# ----------------------------------------------------------------------------------------------------
-# image files
-# ----------------------------------------------------------------------------------------------------
-@dataclass
-class ImageData:
-    """A decoded image: rgb (H, W, 3) float32 in [0, 1]; alpha (H, W) float32 or None; how it was stored."""
-
-    rgb: np.ndarray
-    alpha: np.ndarray | None
-    grayscale: bool
-    bits: int  # 8 or 16
-    format: str  # Pillow format name of the source ("PNG", "JPEG", ...)
-    icc_profile: bytes | None
-
-
-def _png16_channels(path: Path, rawmode: str, im) -> np.ndarray | None:
-    """Exact 16-bit samples of an RGB/RGBA 16-bit PNG, which Pillow itself truncates to 8 bits.
-
-    Pillow's PNG decoder unfilters with the right 6/8-byte pixel stride for the raw modes "RGB;16B" /
-    "RGBA;16B" (which keep the high bytes) and "RGB;16L" / "RGBA;16L" (which keep the byte at offset 1 --
-    for big-endian PNG data, the low byte); decoding twice and combining gives the 16-bit values. None if
-    that fails.
-    """
-    from PIL import Image
-
-    base = rawmode.split(";")[0]
-    planes = []
-    try:
-        for variant in (f"{base};16B", f"{base};16L"):
-            with Image.open(path) as again:
-                tile = again.tile[0]
-                args = variant if isinstance(tile.args, str) else (variant, *tuple(tile.args)[1:])
-                again.tile = [tile._replace(args=args)]
-                again.load()
-                planes.append(np.asarray(again, dtype=np.uint16))
-    except Exception:  # noqa: BLE001 - a Pillow internals change: fall back to its 8-bit decode
-        return None
-    if planes[0].shape[:2] != (im.height, im.width):
-        return None
-    return planes[0] * 256 + planes[1]
-
-
-def read_image(path: str | os.PathLike) -> ImageData:
-    """Decode an image file. Raises OSError / ValueError with a readable message when it cannot."""
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with Image.open(path) as im:
-        fmt = im.format or "PNG"
-        icc = im.info.get("icc_profile")
-        rawmode = ""
-        if im.tile and hasattr(im.tile[0], "args"):
-            args = im.tile[0].args
-            rawmode = (
-                args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
-            )
-        if fmt == "PNG" and rawmode in ("RGB;16B", "RGBA;16B"):
-            values = _png16_channels(path, rawmode, im)
-            if values is not None:
-                data = values.astype(np.float32) / 65535.0
-                alpha = data[..., 3] if data.shape[-1] == 4 else None
-                return ImageData(data[..., :3], alpha, False, 16, fmt, icc)
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        mode = im.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I"):
-            gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
-            return ImageData(np.repeat(gray[..., None], 3, axis=2), None, True, 16, fmt, icc)
-        if mode == "F":
-            gray = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-            return ImageData(np.repeat(gray[..., None], 3, axis=2), None, True, 16, fmt, icc)
-        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-        grayscale = mode in ("1", "L", "LA", "La")
-        arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
-    alpha = arr[..., 3] if has_alpha else None
-    return ImageData(arr[..., :3], alpha, grayscale, 8, fmt, icc)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def encode_png16(samples: np.ndarray, icc_profile: bytes | None = None) -> bytes:
-    """(H, W, C) uint16 samples, C in 1..4 (gray, gray+alpha, RGB, RGBA) -> bytes of a 16-bit PNG file.
-
-    Pillow cannot write 16-bit colour PNGs; this writes the PNG structure directly (every row 'Up'-filtered,
-    zlib level 6).
-    """
-    H, W, C = samples.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[C]
-    rows = np.ascontiguousarray(samples.astype(">u2")).view(np.uint8).reshape(H, W * C * 2)
-    previous = np.vstack([np.zeros((1, rows.shape[1]), np.uint8), rows[:-1]])
-    filtered = np.hstack([np.full((H, 1), 2, np.uint8), rows - previous])  # uint8 wraps: mod 256
-    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16, color_type, 0, 0, 0))]
-    if icc_profile:
-        chunks.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
-
-
-def write_image(path: Path, image: ImageData) -> None:
-    """Encode `image` into `path`; the format comes from the suffix (.png / .jpg / .jpeg / .bmp).
-
-    16-bit images are written at 16 bits when the format is PNG (8 bits otherwise); alpha is kept except in
-    JPEG (the caller picks PNG for images with alpha).
-    """
-    from PIL import Image
-
-    fmt = OUTPUT_FORMATS[path.suffix.lower().lstrip(".")]
-    channels = (
-        [image.rgb @ np.asarray(LUMA, np.float32)]
-        if image.grayscale
-        else [image.rgb[..., c] for c in range(3)]
-    )
-    if image.alpha is not None and fmt != "JPEG":
-        channels.append(image.alpha)
-    stacked = np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
-    extra = {"icc_profile": image.icc_profile} if image.icc_profile else {}
-    if image.bits == 16 and fmt == "PNG":
-        samples = np.round(stacked * 65535.0).astype(np.uint16)
-        if samples.shape[-1] == 1:
-            pil = Image.fromarray(samples[..., 0])  # Pillow writes 16-bit grayscale itself
-            atomic_write(path, lambda handle: pil.save(handle, format="PNG", **extra))
-        else:
-            data = encode_png16(samples, image.icc_profile)
-            atomic_write_bytes(path, data)
-        return
-    samples = np.round(stacked * 255.0).astype(np.uint8)
-    pil = Image.fromarray(samples[..., 0] if samples.shape[-1] == 1 else samples)  # L, LA, RGB or RGBA
-    if pil.mode == "LA" and fmt == "BMP":
-        pil = pil.convert("RGBA")
-    options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
-    atomic_write(path, lambda handle: pil.save(handle, format=fmt, **options, **extra))
+STREAM_ROWS = 64  # output rows quantised at a time (bounds the float temporaries of the output sink)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,8 +41,9 @@ def add_parser(subparsers) -> None:
         description="Super-resolve PNG/JPEG/BMP files with a KDSR student model. Grayscale stays "
         "grayscale, alpha is upscaled separately (bicubic), 16-bit PNGs stay 16-bit. With --tile, the "
         "image is processed in overlapping tiles blended without seams, all restored under ONE degradation "
-        "estimate of the whole image; device memory is then bounded by the tile size. Exit code: 0 all "
-        "done, 1 some file failed, 2 bad arguments / checkpoint / device.",
+        "estimate of the whole image; by default the tile is chosen so the peak memory stays under "
+        "--max-memory, and the result is streamed into an 8/16-bit array (never a float copy). Exit "
+        "code: 0 all done, 1 some file failed, 2 bad arguments / checkpoint / device.",
     )
     p.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, or folders (their .png/.jpg/.jpeg/.bmp)"
@@ -208,11 +66,18 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--tile",
-        type=int,
+        default="auto",
+        metavar="auto|N|0",
+        help="LR tile size in pixels. auto (default): the largest tile whose measured peak memory fits "
+        "--max-memory (the whole image when it fits); N: tiles of N pixels; 0: the whole image at once",
+    )
+    p.add_argument(
+        "--max-memory",
         default=None,
-        metavar="N",
-        help="LR tile size in pixels (default: whole image; on out-of-memory the image is retried in tiles "
-        f"of {FIRST_RETRY_TILE}, then smaller)",
+        metavar="SIZE",
+        help="memory budget per image for --tile auto, e.g. 2GiB or 800MB: on CPU for everything (decoded "
+        "image, output array, blending band, network); on CUDA for device memory. Default: on CPU half the "
+        "free RAM but at most 1 GiB beyond the image's own arrays; on CUDA 80%% of the free VRAM",
     )
     p.add_argument(
         "--tile-pad",
@@ -265,7 +130,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def output_path(src: Path, data: ImageData, outdir: Path, ext: str, suffix: str) -> Path:
+def output_path(src: Path, data: Pixels, outdir: Path, ext: str, suffix: str) -> Path:
     """Where the result of `src` goes: <outdir>/<stem><suffix>.<ext>, with the format picked by `ext`."""
     if ext == "auto":
         ext = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp"}.get(data.format, "png")
@@ -276,6 +141,36 @@ def output_path(src: Path, data: ImageData, outdir: Path, ext: str, suffix: str)
     return outdir / f"{src.stem}{suffix}.{ext}"
 
 
+def check_output_folder(outdir: Path) -> None:
+    """Raise ValueError (one line) unless `outdir` is a folder or can be created as one."""
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"-o {outdir} is an existing file; give a folder (created if missing)")
+    for parent in outdir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"-o {outdir}: {parent} is a file, not a folder; give a folder path")
+            break
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"-o {outdir}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
+def parse_tile(text: str) -> int | str | None:
+    """--tile: "auto" -> "auto", "0" -> None (no tiling), "N" (N >= 4) -> N; ValueError otherwise."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        tile = int(text)
+    except ValueError:
+        tile = -1
+    if tile == 0:
+        return None
+    if tile < 4:
+        raise ValueError(f"--tile must be auto, 0 (no tiling) or a size >= 4, got {text!r}")
+    return tile
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -283,66 +178,154 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, oom)
 
 
-def upscale_image(
-    model,
-    data: ImageData,
-    tile: int | None,
-    tile_pad: int,
-    tile_batch: int,
-    device,
-    say,
-    precision: str = "fp32",
-) -> ImageData:
-    """Run the model (a KDSRStudent, or a kdsr.deploy.OnnxStudent) on one decoded image (retrying in
-    smaller tiles on out-of-memory); returns the result."""
-    import functools
+class ArraySink:
+    """Receives `kdsr.tiling.upscale_stream`'s (1, 3, n, sW) bands and quantises them into `out`.
 
+    out: (sH, sW, 3) -- or (sH, sW, 1) luma for grayscale -- uint8 or uint16, preallocated; the float
+    temporaries are at most STREAM_ROWS rows.
+    """
+
+    def __init__(self, out: np.ndarray, grayscale: bool):
+        self.out, self.grayscale = out, grayscale
+        self.top = 65535 if out.dtype == np.uint16 else 255
+        self.finite = True
+
+    def __call__(self, y: int, block) -> None:
+        import torch
+
+        for a in range(0, block.shape[2], STREAM_ROWS):
+            x = block[0, :, a : a + STREAM_ROWS].float()
+            if not bool(torch.isfinite(x).all()):
+                self.finite = False
+            if self.grayscale:
+                x = (x[0] * LUMA[0] + x[1] * LUMA[1] + x[2] * LUMA[2]).clamp_(0, 1)[None]
+            q = (x * self.top).round_().to(torch.int32).permute(1, 2, 0).cpu().numpy()
+            self.out[y + a : y + a + q.shape[0]] = q
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int, chunk: int = 128) -> np.ndarray:
+    """(H, W) uint8/uint16 alpha -> (scale*H, scale*W) of the same dtype, bicubic (clamped, rounded), in
+    bands of `chunk` LR rows (with 4 rows of context each side: the same values as one whole-image call)."""
     import torch
     import torch.nn.functional as F
+
+    H, W = alpha.shape
+    top = 65535 if alpha.dtype == np.uint16 else 255
+    out = np.empty((scale * H, scale * W), alpha.dtype)
+    for a in range(0, H, chunk):
+        b = min(a + chunk, H)
+        c0, c1 = max(a - 4, 0), min(b + 4, H)
+        part = torch.from_numpy(alpha[c0:c1].astype(np.float32) / np.float32(top))[None, None]
+        up = F.interpolate(part, scale_factor=scale, mode="bicubic", align_corners=False).clamp_(0, 1)
+        up = up[0, 0, scale * (a - c0) : scale * (b - c0)]
+        out[scale * a : scale * b] = (up * top).round_().to(torch.int32).numpy()
+    return out
+
+
+@dataclass
+class Plan:
+    """How `upscale_pixels` sizes its tiles: tile ("auto", None = whole image, or N), the measured
+    MemoryModel (for "auto"), the --max-memory budget in bytes (None: the default), tile_pad, tile_batch."""
+
+    tile: int | str | None
+    tile_pad: int = 10
+    tile_batch: int = 1
+    memory: object = None
+    max_memory: int | None = None
+
+
+def fixed_bytes(px: Pixels, scale: int) -> int:
+    """Host bytes of `upscale_pixels`' own arrays for `px`: the decoded samples, the float32 LR tensor, the
+    output array(s), and the writer's copies (rgb + alpha joined; Pillow keeps 4 bytes per RGB pixel)."""
+    H, W = px.rgb.shape[:2]
+    sample = px.rgb.dtype.itemsize
+    has_alpha = px.alpha is not None
+    decoded = H * W * (3 + has_alpha) * sample
+    out = scale * scale * H * W * ((1 if px.grayscale else 3) + has_alpha) * sample
+    writer = out * has_alpha + max(out, 4 * scale * scale * H * W)
+    return decoded + 3 * H * W * 4 + out + writer
+
+
+def choose_tile(plan: Plan, px: Pixels, runner, device) -> int | None:
+    """The tile for one image: plan.tile, or for "auto" `kdsr.tiling.plan_tile` under the budget."""
+    import torch
+
+    from kdsr import memory
+    from kdsr.tiling import plan_tile
+
+    if plan.tile != "auto":
+        return plan.tile
+    fixed = fixed_bytes(px, runner.scale)
+    host_default = memory.default_budget(torch.device("cpu"), fixed)
+    if device.type == "cuda":
+        budget = plan.max_memory or memory.default_budget(device)
+        host_budget = host_default
+    else:
+        budget, host_budget = plan.max_memory or host_default, None
+    H, W = px.rgb.shape[:2]
+    return plan_tile(
+        plan.memory,
+        (H, W),
+        runner.scale,
+        plan.tile_pad,
+        runner.encoder_radius,
+        budget,
+        fixed,
+        tile_batch=plan.tile_batch,
+        host_budget=host_budget,
+    )
+
+
+def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool = True) -> Pixels:
+    """Super-resolve decoded `px` with a TileRunner into a new Pixels of the same bit depth.
+
+    The result is streamed into a preallocated uint8/uint16 array; alpha is upscaled separately (bicubic).
+    Tiles as `plan` says; a tile (or whole image) that runs out of memory is retried in half-size tiles.
+    """
+    import torch
     from tqdm import tqdm
 
-    from kdsr.tiling import upscale
+    from kdsr.data.io import pixels_to_tensor
+    from kdsr.tiling import sr_steps, upscale_stream
 
-    if isinstance(model, torch.nn.Module):
-        upscale = functools.partial(upscale, model, precision=precision)
-    else:
-        upscale = model.upscale
-
-    lr = torch.from_numpy(np.ascontiguousarray(data.rgb.transpose(2, 0, 1))).unsqueeze(0)
+    s = runner.scale
+    H, W = px.rgb.shape[:2]
+    tile = choose_tile(plan, px, runner, device)
+    lr = pixels_to_tensor(px)[None]
+    out = np.empty((s * H, s * W, 1 if px.grayscale else 3), px.rgb.dtype)
+    if plan.tile == "auto":
+        steps = sr_steps(runner, (H, W), tile, plan.tile_pad)
+        say(f"  {W}x{H}: " + ("whole image" if steps == 1 else f"tile {tile}, {steps} tiles"))
     while True:
+        sink = ArraySink(out, px.grayscale)
         bar = None
+        several = sr_steps(runner, (H, W), tile, plan.tile_pad) > 1  # a bar only over several tiles
 
-        def progress(done: int, total: int) -> None:
+        def report(done: int, total: int, several: bool = several) -> None:
             nonlocal bar
-            if bar is None and total > 1:
+            if bar is None and several and progress:
                 bar = tqdm(total=total, desc="  tiles", leave=False, unit="tile")
             if bar is not None:
                 bar.update(done - bar.n)
 
         try:
-            sr = upscale(lr, tile=tile, tile_pad=tile_pad, tile_batch=tile_batch, progress=progress)
+            upscale_stream(runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, None, report)
             break
         except Exception as exc:
             if not _is_out_of_memory(exc) or (tile is not None and tile <= MIN_RETRY_TILE):
                 raise
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            longest = max(lr.shape[-2:])
-            tile = min(FIRST_RETRY_TILE, longest // 2) if tile is None else tile // 2
-            tile = max(tile, MIN_RETRY_TILE)
+            tile = max((max(H, W) if tile is None else tile) // 2, MIN_RETRY_TILE)
             say(f"  out of memory; retrying with --tile {tile}")
         finally:
             if bar is not None:
                 bar.close()
-    if not bool(torch.isfinite(sr).all()):
+    if not sink.finite:
         raise RuntimeError("the network produced NaN/Inf (float16 overflow?); run again without --half")
-    rgb = sr[0].permute(1, 2, 0).numpy()
-    alpha = None
-    if data.alpha is not None:
-        a = torch.from_numpy(np.ascontiguousarray(data.alpha))[None, None]
-        alpha = F.interpolate(a, scale_factor=model.scale, mode="bicubic", align_corners=False)
-        alpha = alpha.clamp(0, 1)[0, 0].numpy()
-    return ImageData(rgb, alpha, data.grayscale, data.bits, data.format, data.icc_profile)
+    del lr
+    alpha = None if px.alpha is None else upscale_alpha(px.alpha, s)
+    return Pixels(out, alpha, px.grayscale, px.bits, px.format, px.icc_profile)
 
 
 def _load_onnx(args, device):
@@ -361,8 +344,10 @@ def run(args) -> int:
 
     import kdsr
     import kdsr.tiling
+    from kdsr.data.io import read_pixels, write_pixels
     from kdsr.deploy.ort_runner import OnnxStudent
     from kdsr.device import pick_device
+    from kdsr.memory import parse_size
 
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -370,12 +355,14 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        if args.tile is not None and args.tile < 4:
-            raise ValueError(f"--tile must be >= 4, got {args.tile}")
+        tile = parse_tile(args.tile)
+        max_memory = None if args.max_memory is None else parse_size(args.max_memory)
         if args.tile_pad < 0 or args.tile_batch < 1:
             raise ValueError("--tile-pad must be >= 0 and --tile-batch >= 1")
         if args.half and args.precision != "fp32":
             raise ValueError("--half and --precision both set the precision; use --precision alone")
+        outdir = Path(args.output)
+        check_output_folder(outdir)
         device = pick_device("cpu" if args.onnx is not None and args.device is None else args.device)
         if args.onnx is not None:
             model = _load_onnx(args, device)
@@ -397,9 +384,12 @@ def run(args) -> int:
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         print(f"kdsr upscale: error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(model, OnnxStudent):
+        runner, how = model.runner(), "rss"
+    else:
+        runner, how = kdsr.tiling.runner_for(model, args.precision), "torch"
+    plan = Plan(tile, args.tile_pad, args.tile_batch, None, max_memory)
     suffix = f"_x{model.scale}" if args.suffix is None else args.suffix
-    outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     files = collect_inputs(args.inputs)
     if not files:
         print("kdsr upscale: error: no input images found", file=sys.stderr)
@@ -408,16 +398,17 @@ def run(args) -> int:
     written: dict[Path, Path] = {}
     for src in tqdm(files, desc="upscale", unit="img", disable=args.no_progress):
         try:
-            data = read_image(src)
+            data = read_pixels(src)
             dst = output_path(src, data, outdir, args.ext, suffix)
             if dst.resolve() in written:
                 raise ValueError(f"output {dst} would overwrite the result of {written[dst.resolve()]}")
             if dst.resolve() == src.resolve():
                 raise ValueError(f"output {dst} would overwrite the input; use another -o or --suffix")
-            result = upscale_image(
-                model, data, args.tile, args.tile_pad, args.tile_batch, device, say, args.precision
-            )
-            write_image(dst, result)
+            if plan.tile == "auto" and plan.memory is None:  # measured once per model / precision / device
+                plan.memory = kdsr.tiling.measure_memory(runner, device, how)
+            result = upscale_pixels(runner, data, plan, device, say, progress=not args.no_progress)
+            del data
+            write_pixels(dst, result)
             written[dst.resolve()] = src
         except Exception as exc:  # noqa: BLE001 - report the file, continue with the others
             failed.append(src)

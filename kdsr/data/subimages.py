@@ -4,23 +4,21 @@
 
 Tiles start every ``step`` pixels; when the last tile leaves more than ``thresh_size`` pixels uncovered at the
 bottom/right, one more tile flush with that edge is added (BasicSR's extract_subimages.py; its DIV2K defaults
-are crop 480, step 240, thresh_size 0, PNG compression 3). Tile k (row-major, from 1) of ``name.ext`` is
-written as ``name_s{k:03d}.png``, atomically; pixels are copied unchanged (mode, bit depth) after the EXIF
-orientation is applied, as training reads them. Images smaller than the crop are skipped and counted.
+are crop 480, step 240, thresh_size 0). Tile k (row-major, from 1) of ``name.ext`` is written as
+``name_s{k:03d}.png`` through kdsr.data.io (atomic; samples unchanged: 8 or 16 bits, alpha, grayscale and ICC
+profile kept; EXIF orientation applied, as training reads images). Images smaller than the crop are skipped
+and counted.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from kdsr.atomic import atomic_write
-
-from .io import list_images
+from .io import list_images, read_pixels, write_pixels
 
 __all__ = ["SubimageReport", "extract_subimages", "tile_starts"]
 
@@ -50,12 +48,11 @@ def extract_subimages(
     crop: int = 480,
     step: int = 240,
     thresh_size: int = 0,
-    compress_level: int = 3,
     progress: bool = True,
 ) -> SubimageReport:
     """Write the tiles of every image directly inside ``in_dir`` into ``out_dir`` (created); see the module.
 
-    Raises ValueError for crop/step < 1, thresh_size < 0, compress_level outside 0..9, or out_dir == in_dir;
+    Raises ValueError for crop/step < 1, thresh_size < 0 or out_dir == in_dir;
     FileNotFoundError / ValueError (list_images) for a missing or image-less in_dir; OSError when an image
     does not decode or a tile cannot be written.
     """
@@ -63,8 +60,6 @@ def extract_subimages(
         raise ValueError(
             f"need --crop >= 1, --step >= 1, --thresh-size >= 0; got {crop}, {step}, {thresh_size}"
         )
-    if not 0 <= compress_level <= 9:
-        raise ValueError(f"--png-compression must be 0..9, got {compress_level}")
     src, dst = Path(in_dir), Path(out_dir)
     files = list_images(src)
     if dst.resolve() == src.resolve():
@@ -73,12 +68,10 @@ def extract_subimages(
     report = SubimageReport(skipped=[])
     for path in tqdm(files, desc="sub-images", unit="img", disable=not progress):
         try:
-            with Image.open(path) as opened:
-                img = ImageOps.exif_transpose(opened)
-                img.load()
+            px = read_pixels(path)
         except OSError as exc:
             raise OSError(f"{path} does not decode ({exc}); remove or replace it") from None
-        width, height = img.size
+        height, width = px.rgb.shape[:2]
         rows, cols = tile_starts(height, crop, step, thresh_size), tile_starts(width, crop, step, thresh_size)
         report.images += 1
         if not rows or not cols:
@@ -88,8 +81,9 @@ def extract_subimages(
         for top in rows:
             for left in cols:
                 index += 1
-                tile = img.crop((left, top, left + crop, top + crop))
-                target = dst / f"{path.stem}_s{index:03d}.png"
-                atomic_write(target, lambda f, t=tile: t.save(f, format="PNG", compress_level=compress_level))
+                window = (slice(top, top + crop), slice(left, left + crop))
+                alpha = None if px.alpha is None else px.alpha[window].copy()
+                tile = replace(px, rgb=px.rgb[window].copy(), alpha=alpha)
+                write_pixels(dst / f"{path.stem}_s{index:03d}.png", tile)
                 report.tiles += 1
     return report

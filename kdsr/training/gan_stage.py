@@ -83,7 +83,7 @@ class GANStage:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.g_forward = DDP(self.g_forward, device_ids=device_ids)
-            self.d_forward = DDP(self.disc, device_ids=device_ids, broadcast_buffers=False)
+            self.d_forward = DDP(self.disc, device_ids=device_ids, forward_sync_buffers=False)
         betas = tuple(self.cfg["betas"])
         self.opt_g = torch.optim.Adam(
             [p for p in student.parameters() if p.requires_grad], self.cfg["lr"], betas

@@ -1,9 +1,9 @@
 """VGG19 perceptual loss (spec §5c): pre-ReLU features, L1, ImageNet normalisation, style weight 0.
 
-Our own VGG19 feature stack (torchvision's ``features`` layout, so a torchvision state dict such as
-``vgg19-dcbb9e9d.pth`` loads by key ``features.<i>.weight/bias``). Features are the conv outputs **before**
-their ReLU at conv1_2 (0.1), conv2_2 (0.1), conv3_4 (1), conv4_4 (1), conv5_4 (1); the loss is
-``Σ_l w_l · mean |φ_l(norm(SR)) − φ_l(norm(GT))|`` with GT features detached. Inputs are RGB in [0, 1]
+A VGG19 feature stack in torchvision's ``features`` layout (``kdsr.models.backbones``), so a torchvision
+state dict such as ``vgg19-dcbb9e9d.pth`` loads by key ``features.<i>.weight/bias``. Features are the conv
+outputs **before** their ReLU at conv1_2 (0.1), conv2_2 (0.1), conv3_4 (1), conv4_4 (1), conv5_4 (1); the
+loss is ``Σ_l w_l · mean |φ_l(norm(SR)) − φ_l(norm(GT))|`` with GT features detached. Inputs are RGB in [0, 1]
 (``range_norm`` false) normalised with the ImageNet mean/std. The weights file is read with
 ``torch.load(weights_only=True)``: loading it never runs code.
 """
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdsr.models.backbones import VGG19_CFG, load_torchvision_features, vgg_conv_indices, vgg_layers
+
 __all__ = [
     "VGG19Features",
     "PerceptualLoss",
@@ -26,14 +28,6 @@ __all__ = [
     "VGG19_FILE_HELP",
 ]
 
-# (name, out_channels) per conv; "M" is a 2×2 max-pool. Indices follow torchvision's vgg19().features.
-_VGG19_CFG = [
-    ("conv1_1", 64), ("conv1_2", 64), "M",
-    ("conv2_1", 128), ("conv2_2", 128), "M",
-    ("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256), ("conv3_4", 256), "M",
-    ("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512), ("conv4_4", 512), "M",
-    ("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512), ("conv5_4", 512), "M",
-]  # fmt: skip
 VGG19_LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,26 +54,13 @@ class VGG19Features(nn.Module):
     def __init__(self, layers: tuple[str, ...] = tuple(VGG19_LAYER_WEIGHTS)) -> None:
         super().__init__()
         self.layers = tuple(layers)
-        names = [c[0] for c in _VGG19_CFG if c != "M"]
-        unknown = [n for n in self.layers if n not in names]
+        convs = vgg_conv_indices(VGG19_CFG)
+        unknown = [n for n in self.layers if n not in convs]
         if unknown:
-            raise ValueError(f"unknown VGG19 layers {unknown}; choose from {names}")
-        last = max(names.index(n) for n in self.layers)
-        mods: list[nn.Module] = []
-        self.index_of: dict[str, int] = {}
-        in_ch, seen = 3, 0
-        for c in _VGG19_CFG:
-            if seen > last:
-                break
-            if c == "M":
-                mods.append(nn.MaxPool2d(2, 2))
-                continue
-            name, out_ch = c
-            self.index_of[name] = len(mods)
-            mods.append(nn.Conv2d(in_ch, out_ch, 3, 1, 1))
-            mods.append(nn.ReLU(inplace=False))
-            in_ch, seen = out_ch, seen + 1
-        self.features = nn.Sequential(*mods)
+            raise ValueError(f"unknown VGG19 layers {unknown}; choose from {list(convs)}")
+        last = max(convs[n] for n in self.layers)
+        self.index_of: dict[str, int] = {n: i for n, i in convs.items() if i <= last}
+        self.features = nn.Sequential(*vgg_layers(VGG19_CFG)[: last + 2])  # up to the deepest conv's ReLU
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised (B, 3, H, W) input -> dict of pre-ReLU conv outputs for ``self.layers``."""
@@ -98,15 +79,11 @@ class VGG19Features(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise MissingWeightsError(f"{path}: no such file; {VGG19_FILE_HELP}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        own = self.state_dict()
-        picked = {k: v for k, v in state.items() if k in own}
-        missing = sorted(set(own) - set(picked))
+        missing = load_torchvision_features(self.features, path)
         if missing:
             raise ValueError(
                 f"{path}: not a torchvision VGG19 state dict (missing {missing[:3]}…); {VGG19_FILE_HELP}"
             )
-        self.load_state_dict(picked)
 
 
 class PerceptualLoss(nn.Module):

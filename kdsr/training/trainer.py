@@ -183,6 +183,7 @@ def build_models(
     torch.manual_seed(config["seed"])
     if config["stage"] == "teacher":
         model = KDSRTeacher(variant=mcfg["variant"], scale=mcfg["scale"], fused_kernels=fused, **overrides)
+        _init_encoder(model, config)
         return model.to(device), None
     teacher = _load_checkpoint_model("--teacher", resolve_teacher(config["teacher"]), fused, trust_checkpoint)
     if not isinstance(teacher, KDSRTeacher):
@@ -203,7 +204,17 @@ def build_models(
     torch.manual_seed(config["seed"])
     student = KDSRStudent.from_teacher(teacher)
     student.set_fused_kernels(fused)
+    _init_encoder(student, config)
     return student.to(device), teacher.to(device)
+
+
+def _init_encoder(model: nn.Module, config: dict[str, Any]) -> None:
+    """Apply train.encoder_init to a fresh encoder: "torch" keeps PyTorch's default, "kaiming" re-draws it."""
+    if config["train"]["encoder_init"] == "kaiming":
+        from kdsr.models.encoder import kaiming_init_
+
+        torch.manual_seed(config["seed"] + 1)
+        kaiming_init_(model.encoder)
 
 
 def gan_v2(config: dict[str, Any]) -> bool:

@@ -78,7 +78,7 @@ SHARED = {
     "tsne": {"--device", "--threads"},
     "profile": {"--device", "--threads"},
     "export": {"--threads"},  # traces on the CPU
-    "prepare_subimages": {"--no-progress"},  # Pillow only
+    "prepare_subimages": {"--no-progress"},  # image I/O only
 }
 
 

@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
         help="add an edge-flush last tile only when more than this many pixels would stay uncovered "
         "(default: 0, always cover the whole image)",
     )
-    add_runtime_flags(p, device=False, threads=False)  # Pillow crops and encodes: no device, no torch threads
+    add_runtime_flags(p, device=False, threads=False)  # image I/O only: no device, no torch threads
     p.set_defaults(func=run)
 
 

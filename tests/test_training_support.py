@@ -35,6 +35,7 @@ def tiny_overrides(train_dir: Path, out_dir: Path, val_dir: Path | None = None, 
         "data.lr_patch=8",
         "data.batch_size=4",
         "data.cache=true",
+        "data.workers=0",  # no worker processes per tiny run (test_data_loader.py runs 2 on purpose)
         f"train.iters={iters}",
         "train.lr=1e-3",
         f"logging.out_dir={out_dir}",

@@ -306,7 +306,7 @@ def test_default_flags_finish_under_an_address_space_cap_the_untiled_run_exceeds
     torch.manual_seed(0)
     kdsr.KDSRStudent("tiny", scale=4, n_blocks=1, n_feats=8, n_encoder_res=1).save(tmp_path / "narrow.pt")
     src = tmp_path / "big.png"
-    Image.fromarray(rgb_noise(400, 400, seed=13)).save(src)
+    Image.fromarray(rgb_noise(600, 600, seed=13)).save(src)  # the fixed per-window cost is small next to it
     Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "warm.png")
     child = f"""
 import resource, sys, torch
@@ -319,8 +319,8 @@ ckpt = {str(tmp_path / "narrow.pt")!r}
 assert main(["upscale", {str(tmp_path / "warm.png")!r}, "-o", {str(tmp_path / "w")!r}, "--checkpoint", ckpt,
              "--no-progress"]) == 0  # imports everything the run needs
 model = kdsr.load(ckpt)
-untiled = measure_memory(runner_for(model), torch.device("cpu")).sr_per_px * 400 * 400
-lr = torch.rand(1, 3, 400, 400)
+untiled = measure_memory(runner_for(model), torch.device("cpu")).sr_per_px * 600 * 600
+lr = torch.rand(1, 3, 600, 600)
 resource.setrlimit(resource.RLIMIT_AS, (_status_bytes("VmSize") + int(0.6 * untiled), resource.RLIM_INFINITY))
 try:
     kdsr.upscale(model, lr)
@@ -335,7 +335,7 @@ sys.exit(main(["upscale", {str(src)!r}, "-o", out, "--checkpoint", ckpt, "--no-p
     assert run.returncode == 0, run.stdout + run.stderr
     assert "untiled:" in run.stdout
     assert "tiles" in run.stderr and "1/1 images written" in run.stderr  # auto chose tiles and finished
-    assert Image.open(tmp_path / "o" / "big_x4.png").size == (1600, 1600)
+    assert Image.open(tmp_path / "o" / "big_x4.png").size == (2400, 2400)
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..degradations import ANISO_TEST_KERNELS, GAUSSIAN8, degrade, kernel_from_params
-from .io import list_images, modcrop, read_image, read_image_uint8, write_image
+from .io import list_images, modcrop, read_image, read_samples, samples_to_float, write_image
 
 __all__ = ["BenchmarkPair", "benchmark_kernels", "benchmark_pairs", "write_benchmark", "read_benchmark"]
 
@@ -27,7 +27,7 @@ class BenchmarkPair(NamedTuple):
 
     name: str  # e.g. "baby_sig1.80" or "baboon_aniso3_n10"
     lr: torch.Tensor  # (3, H/scale, W/scale) float32 in [0, 1], 8-bit levels
-    hr: torch.Tensor  # (3, H, W) float32 in [0, 1], modcropped to the scale
+    hr: torch.Tensor  # (3, H, W) float32 in [0, 1] at the file's depth (8 or 16 bits), modcropped
     params: dict  # kind, sigma | lambda1/lambda2/theta_deg, noise, scale, kernel_index, image, seed
 
 
@@ -88,7 +88,8 @@ def benchmark_pairs(
 ) -> list[BenchmarkPair]:
     """Build the LR/HR test pairs of a benchmark folder, the same on every run and machine.
 
-    Every HR image (sorted by file name) is modcropped to ``scale`` and degraded with every kernel by
+    Every HR image (sorted by file name) is read at its depth (samples / 255, or / 65535 for 16-bit files),
+    modcropped to ``scale`` and degraded with every kernel by
     ``kdsr.degradations.degrade`` (21×21 blur, reflect pad, MATLAB bicubic ↓scale, noise, 8-bit rounding),
     computed on the CPU in float64 so the rounded LR does not depend on the machine's float32 kernels. The
     noise of each pair is drawn from a CPU generator seeded from (seed, pair name).
@@ -108,15 +109,15 @@ def benchmark_pairs(
         raise ValueError(f"noise must be a finite level >= 0 in 8-bit units, got {noise!r}")
     specs = benchmark_kernels(kernels, scale)
     files = list_images(hr_dir)
-    hrs = [modcrop(read_image_uint8(f), scale) for f in files]
+    hrs = [modcrop(torch.from_numpy(read_samples(f)), scale) for f in files]
     kernels_t = [kernel_from_params(s, dtype=torch.float64) for s in specs]
     pairs = []
     bar = tqdm(total=len(specs) * len(files), desc="building benchmark", unit="pair", disable=not progress)
     for spec, kernel in zip(specs, kernels_t, strict=True):
-        for path, hr8 in zip(files, hrs, strict=True):
+        for path, samples in zip(files, hrs, strict=True):
             name = f"{path.stem}_{spec['tag']}" + (f"_n{noise:g}" if noise > 0 else "")
             gen = torch.Generator().manual_seed(_pair_seed(seed, name))
-            hr = hr8.to(torch.float64) / 255.0
+            hr = samples_to_float(samples, torch.float64)
             lr = degrade(hr, kernel, scale, float(noise), generator=gen)
             params = {k: v for k, v in spec.items() if k != "tag"}
             params.update(noise=float(noise), scale=scale, image=path.stem, seed=seed)
@@ -133,14 +134,14 @@ def write_benchmark(
     progress: bool = True,
 ) -> Path:
     """Write pairs as PNGs (HR/<image>.png once per image, LR/<name>.png) and manifest.json (returned);
-    `progress` shows a tqdm bar."""
+    `progress` shows a tqdm bar. An HR off the 8-bit grid (from a 16-bit file) is written as a 16-bit PNG."""
     out = Path(out_dir)
     entries, written_hr = [], set()
     for pair in tqdm(pairs, desc="writing PNGs", unit="pair", leave=False, disable=not progress):
         image = pair.params.get("image", pair.name)
         hr_rel = f"HR/{image}.png"
         if hr_rel not in written_hr:
-            write_image(out / hr_rel, pair.hr)
+            write_image(out / hr_rel, pair.hr, bits=_bits_needed(pair.hr))
             written_hr.add(hr_rel)
         lr_rel = f"LR/{pair.name}.png"
         write_image(out / lr_rel, pair.lr)
@@ -149,6 +150,15 @@ def write_benchmark(
     path = out / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
     return path
+
+
+def _bits_needed(img: torch.Tensor) -> int:
+    """8 when every value of the float image is an 8-bit level k / 255 (within float32 rounding), else 16.
+
+    16-bit levels off the 8-bit grid are at least 1/65535 ≈ 1.5e-5 from it; float32 rounding is < 6e-8.
+    """
+    x = img.detach().to("cpu", torch.float64)
+    return 8 if bool(((x * 255.0).round() / 255.0 - x).abs().max() <= 1e-6) else 16
 
 
 def read_benchmark(out_dir: str | os.PathLike) -> list[BenchmarkPair]:

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .cache import ImageStore, cache_mode, default_cache_dir
-from .io import list_images
+from .cache import ImageStore, cache_mode, copy_samples, default_cache_dir
+from .io import list_images, samples_to_float
 
 __all__ = ["HRImageDataset"]
 
@@ -19,7 +19,8 @@ __all__ = ["HRImageDataset"]
 class HRImageDataset(Dataset):
     """Random ``scale·lr_patch`` square HR crops, with flip/transpose augmentation, as float32 in [0, 1].
 
-    Each item is a (3, P, P) float32 tensor, P = scale · lr_patch (the reference: LR patch 64, HR crop 256).
+    Each item is a (3, P, P) float32 tensor, P = scale · lr_patch (the reference: LR patch 64, HR crop 256):
+    the file's samples / 255, or / 65535 for 16-bit files (their depth is kept; see ``dtype``).
     The LR is *not* made here: degrade the collated (B, 3, P, P) batch on the training device with
     ``kdsr.degradations.ClassicDegradation`` — one vectorised call instead of per-image Python work.
 
@@ -28,10 +29,10 @@ class HRImageDataset(Dataset):
         scale: SR scale factor (int >= 1).
         lr_patch: LR patch side; the HR crop is scale · lr_patch.
         augment: random horizontal flip, vertical flip and transpose, each with p = 0.5.
-        cache: "ram" (decode every image once at construction, keep uint8 in memory: ~3 bytes/pixel, DF2K
-            ~29 GB, B100 ~46 MB), "disk" (decode once into memory-mapped .npy files in ``cache_dir``,
-            default ``<folder>/.kdsr_cache``) or "none" (decode on every access); true/false mean ram/none.
-            See kdsr.data.cache.
+        cache: "ram" (decode every image once at construction, keep it in memory at its depth: 3
+            bytes/pixel for 8-bit images, 6 for 16-bit; 8-bit DF2K ~29 GB, B100 ~46 MB), "disk" (decode once
+            into memory-mapped .npy files in ``cache_dir``, default ``<folder>/.kdsr_cache``) or "none"
+            (decode on every access); true/false mean ram/none. See kdsr.data.cache.
         repeat: the dataset length is ``repeat × number of images`` (EDSR-style epochs; item i uses image
             i mod n).
         cache_dir: folder of the disk cache (mode "disk" only).
@@ -87,8 +88,13 @@ class HRImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files) * self.repeat
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of `crop`: torch.uint16 if any image is 16-bit (8-bit ones scaled by 257), else uint8."""
+        return self.store.dtype
+
     def _load(self, index: int) -> np.ndarray:
-        """(3, H, W) uint8 array of image ``index``, falling back to the next decodable image."""
+        """(3, H, W) uint8 / uint16 array of image ``index``, falling back to the next decodable image."""
         n = len(self.files)
         for step in range(n):
             j = (index + step) % n
@@ -104,11 +110,13 @@ class HRImageDataset(Dataset):
     def crop(
         self, index: int, generator: torch.Generator | None = None, out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(3, P, P) uint8 crop of image ``index mod n``: position, then flips/transpose, from ``generator``.
+        """(3, P, P) ``self.dtype`` crop of image ``index mod n``: position, then flips/transpose, from
+        ``generator``.
 
         Draw order: top, left (torch.randint), then three flips (torch.rand(3) < 0.5) if augment. None uses
         torch's global RNG (what ``__getitem__`` does). The flips are numpy views, so the pixels are copied
-        once, into ``out`` (a contiguous (3, P, P) uint8 tensor, e.g. a slot of a batch) or a new tensor.
+        once, into ``out`` (a contiguous (3, P, P) tensor of ``self.dtype``, e.g. a slot of a batch) or a new
+        tensor.
         """
         img = self._load(index % len(self.files))
         _, h, w = img.shape
@@ -125,11 +133,11 @@ class HRImageDataset(Dataset):
             if transpose:
                 view = view.transpose(0, 2, 1)
         if out is None:
-            out = torch.empty((3, p, p), dtype=torch.uint8)
-        np.copyto(out.numpy(), view)
+            out = torch.empty((3, p, p), dtype=self.dtype)
+        copy_samples(out.numpy(), view)
         return out
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} crops")
-        return self.crop(index).to(torch.float32).div_(255.0)
+        return samples_to_float(self.crop(index))

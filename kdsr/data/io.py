@@ -1,6 +1,8 @@
 """The package's one image I/O module: list, read and write image files at 8 or 16 bits per sample.
 
-    img = read_image("a.png")                 # (3, H, W) float32 in [0, 1] (training, eval, degrade)
+    img = read_image("a.png")                 # (3, H, W) float32 in [0, 1] (degrade, upscale, paired eval)
+    arr = read_samples("a.png")               # (3, H, W) uint8 / uint16 at the file's depth (training, eval)
+    hr = samples_to_float(torch.from_numpy(arr), torch.float64)   # arr / 255 or / 65535
     px = read_pixels("a.png")                 # Pixels: uint8 / uint16 (H, W, 3) rgb, alpha, bit depth, ICC
     write_pixels("b.png", px)                 # the same, written back (16-bit PNG stays 16-bit)
     write_image("c.png", img, bits=16)        # a float (3|1, H, W) tensor as an 8- or 16-bit file
@@ -32,6 +34,10 @@ __all__ = [
     "read_pixels",
     "read_image",
     "read_image_uint8",
+    "read_samples",
+    "image_bits",
+    "samples_to_float",
+    "SAMPLE_DTYPES",
     "write_pixels",
     "write_image",
     "pixels_to_tensor",
@@ -54,6 +60,10 @@ FORMATS_16_BIT = ("PNG",)
 JPEG_QUALITY = 95
 LUMA = (0.299, 0.587, 0.114)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow modes of 16-bit (and wider, clipped to 16-bit) grayscale images.
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+# Sample dtype -> the sample value that means 1.0.
+SAMPLE_DTYPES = {torch.uint8: 255, torch.uint16: 65535}
 
 
 @dataclass
@@ -148,7 +158,7 @@ def read_pixels(path: str | os.PathLike) -> Pixels:
         img.load()
         img = ImageOps.exif_transpose(img)
         mode = img.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if mode in _WIDE_GRAY_MODES:
             gray = np.asarray(img)
             if mode == "F":
                 gray = np.round(np.clip(gray, 0.0, 1.0) * 65535.0)
@@ -178,11 +188,45 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
 
 def read_image_uint8(path: str | os.PathLike) -> torch.Tensor:
     """Decode an image file to a (3, H, W) uint8 tensor (grayscale/palette/alpha -> RGB; 16-bit rounded)."""
-    px = read_pixels(path)
-    rgb = px.rgb
-    if px.bits == 16:
+    rgb = read_samples(path)
+    if rgb.dtype == np.uint16:
         rgb = np.round(rgb.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return torch.from_numpy(rgb)
+
+
+def read_samples(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to its (3, H, W) samples, C-contiguous, at the file's depth.
+
+    uint8 for 8-bit files, uint16 for 16-bit ones (see `read_pixels`; `image_bits` tells which without
+    decoding); grayscale/palette -> RGB, alpha dropped. Errors as `read_pixels`.
+    """
+    return np.ascontiguousarray(read_pixels(path).rgb.transpose(2, 0, 1))
+
+
+def image_bits(path: str | os.PathLike) -> int:
+    """8 or 16: the depth `read_samples` / `read_pixels` decode ``path`` at, from the header only.
+
+    Raises FileNotFoundError / OSError as `PIL.Image.open` for a missing or unrecognised file.
+    """
+    path = Path(path)
+    with Image.open(path) as img:
+        return 16 if _wide_colour(path, img) is not None or img.mode in _WIDE_GRAY_MODES else 8
+
+
+def samples_to_float(
+    samples: torch.Tensor, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """uint8 / uint16 samples (any shape) -> ``samples / 255`` or ``/ 65535`` as ``dtype`` on ``device``.
+
+    uint16 goes through int32 on the CPU first (exact; torch has few uint16 kernels), so pinned-memory
+    transfers of 16-bit batches are synchronous copies. Raises TypeError for another dtype.
+    """
+    top = SAMPLE_DTYPES.get(samples.dtype)
+    if top is None:
+        raise TypeError(f"expected uint8 or uint16 samples, got {samples.dtype}")
+    if samples.dtype == torch.uint16:
+        samples = samples.to(torch.int32)
+    return samples.to(device, non_blocking=True).to(dtype) / float(top)
 
 
 def _encode_16_bit_png(path: Path, samples: np.ndarray) -> Callable[[Path], None]:

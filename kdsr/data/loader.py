@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from kdsr.degradations.pipeline import ClassicDegradation, degrade, quantize
 
 from .dataset import HRImageDataset
+from .io import samples_to_float
 from .realworld import RealWorldBatches
 
 __all__ = [
@@ -105,10 +106,11 @@ class IterationSampler(Sampler[int]):
 class ClassicBatches(Dataset):
     """Item i: the CPU half of the classic batch of iteration i; ``finish`` degrades it on the device.
 
-    Item: {"iteration": int, "hr": (b, 3, P, P) uint8, "kernel": (b, k, k) float64 ((1, k, k) when the
-    degradation is per batch), "noise": (b,) float64 noise levels (8-bit units), "field": (b, 3, P/s, P/s)
-    float32 standard-normal noise (shape (0,) when degradation.noise is 0)}. Per-sample draw order: image
-    index, crop (top, left, flips), kernel parameters, noise level, noise field.
+    Item: {"iteration": int, "hr": (b, 3, P, P) uint8 (uint16 when the folder has 16-bit images),
+    "kernel": (b, k, k) float64 ((1, k, k) when the degradation is per batch), "noise": (b,) float64 noise
+    levels (8-bit units), "field": (b, 3, P/s, P/s) float32 standard-normal noise (shape (0,) when
+    degradation.noise is 0)}. Per-sample draw order: image index, crop (top, left, flips), kernel
+    parameters, noise level, noise field.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class ClassicBatches(Dataset):
             batch_g = torch.Generator().manual_seed(iteration_seed(self.seed, iteration, self.rank))
             shared = deg.sample(1, batch_g)
         p = self.dataset.patch
-        hr = _batch_buffer((b, 3, p, p), torch.uint8)
+        hr = _batch_buffer((b, 3, p, p), self.dataset.dtype)
         kernels, levels, fields = [], [], []
         for j in range(b):
             g = sample_generator(self.seed, iteration, self.rank, j)
@@ -156,8 +158,11 @@ class ClassicBatches(Dataset):
 
     @torch.no_grad()
     def finish(self, item: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lr (b,3,P/s,P/s), hr (b,3,P,P)) float32 on ``device``: blur -> bicubic ↓s -> + noise -> 8-bit."""
-        hr = item["hr"].to(device, non_blocking=True).to(torch.float32).div_(255.0)
+        """(lr (b,3,P/s,P/s), hr (b,3,P,P)) float32 on ``device``: blur -> bicubic ↓s -> + noise -> 8-bit.
+
+        hr keeps the source depth (samples / 255 or / 65535); the LR is rounded to 8 bits (spec §6a).
+        """
+        hr = samples_to_float(item["hr"], torch.float32, device)
         kernel = item["kernel"].to(device, non_blocking=True).to(torch.float32)
         if kernel.shape[0] == 1:
             kernel = kernel[0]  # one kernel for the batch: the cheaper shared convolution
@@ -171,9 +176,10 @@ class ClassicBatches(Dataset):
 class RealWorldSource(Dataset):
     """Item i: the GT crops of the real-world batch of iteration i and each sample's generator state.
 
-    Item: {"iteration": int, "gt": (b, 3, crop, crop) uint8, "states": (b, S) uint8 generator states after
-    the crop draws}. ``finish`` degrades each sample with its generator on the device, then takes the paired
-    crop and goes through the pair queue with the batch generator (RealWorldBatches.pairs).
+    Item: {"iteration": int, "gt": (b, 3, crop, crop) uint8 (uint16 for 16-bit data), "states": (b, S) uint8
+    generator states after the crop draws}. ``finish`` degrades each sample with its generator on the device,
+    then takes the paired crop and goes through the pair queue with the batch generator
+    (RealWorldBatches.pairs).
     """
 
     def __init__(self, batches: RealWorldBatches, seed: int, rank: int = 0, length: int = 1) -> None:
@@ -185,7 +191,7 @@ class RealWorldSource(Dataset):
     def __getitem__(self, iteration: int) -> dict[str, Any]:
         gens = [sample_generator(self.seed, iteration, self.rank, j) for j in range(self.batches.batch)]
         size = self.batches.crop_size
-        gt = _batch_buffer((len(gens), 3, size, size), torch.uint8)
+        gt = _batch_buffer((len(gens), 3, size, size), self.batches.store.dtype)
         for j, g in enumerate(gens):
             gt[j] = self.batches.gt_crop(g)
         return {"iteration": iteration, "gt": gt, "states": torch.stack([g.get_state() for g in gens])}

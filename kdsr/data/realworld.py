@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from kdsr.degradations.realworld import RealWorldDegradation
 
-from .cache import ImageStore, cache_mode, default_cache_dir
-from .io import list_images
+from .cache import ImageStore, cache_mode, copy_samples, default_cache_dir
+from .io import SAMPLE_DTYPES, list_images, samples_to_float
 
 __all__ = ["PairQueue", "RealWorldBatches", "crop_or_pad"]
 
@@ -30,10 +30,11 @@ class PairQueue:
 
     While filling, a batch is stored and returned unchanged. Once full, the pool is permuted (from the
     caller's generator), its first ``b`` pairs are returned and replaced by the incoming batch. Pairs are
-    stored as uint8 (both LR and GT are on the 8-bit grid), so the pool is exact and small in a checkpoint.
+    stored as integer levels, so the pool is exact and small in a checkpoint: LR as uint8 (it is on the
+    8-bit grid), GT as ``hr_dtype`` (uint8, or uint16 for 16-bit GT images, which are not on that grid).
     """
 
-    def __init__(self, size: int, batch: int) -> None:
+    def __init__(self, size: int, batch: int, hr_dtype: torch.dtype = torch.uint8) -> None:
         if not isinstance(size, int) or size < 1 or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"queue size and batch must be positive ints, got {size!r} and {batch!r}")
         if size % batch:
@@ -41,39 +42,44 @@ class PairQueue:
                 f"data.queue_size {size} must be a multiple of the per-rank batch {batch}; "
                 f"use e.g. --set data.queue_size={max(batch, size - size % batch)}"
             )
-        self.size, self.batch = size, batch
+        if hr_dtype not in SAMPLE_DTYPES:
+            raise ValueError(f"hr_dtype must be torch.uint8 or torch.uint16, got {hr_dtype}")
+        self.size, self.batch, self.hr_dtype = size, batch, hr_dtype
         self.lr: torch.Tensor | None = None
         self.hr: torch.Tensor | None = None
         self.filled = 0
 
     @staticmethod
-    def _u8(x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x.detach().cpu() * 255).clamp(0, 255).to(torch.uint8)
+    def _levels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[0, 1] floats -> rounded levels of ``dtype`` (uint8: 0..255, uint16: 0..65535) on the CPU."""
+        top = SAMPLE_DTYPES[dtype]
+        return torch.round(x.detach().cpu() * top).clamp(0, top).to(dtype)
 
     def push_pop(
         self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (lr, hr), float (b,3,h,w)/(b,3,H,W) on the 8-bit grid; return the pair to train on."""
+        """Store (lr, hr), float (b,3,h,w)/(b,3,H,W) on the queue's levels; return the pair to train on."""
         b = lr.shape[0]
         if b != self.batch:
             raise ValueError(f"PairQueue: batch {b} differs from the configured {self.batch}")
         if self.lr is None:
             self.lr = torch.zeros((self.size, *lr.shape[1:]), dtype=torch.uint8)
-            self.hr = torch.zeros((self.size, *hr.shape[1:]), dtype=torch.uint8)
+            self.hr = torch.zeros((self.size, *hr.shape[1:]), dtype=self.hr_dtype)
         if self.filled < self.size:
-            self.lr[self.filled : self.filled + b] = self._u8(lr)
-            self.hr[self.filled : self.filled + b] = self._u8(hr)
+            self.lr[self.filled : self.filled + b] = self._levels(lr, self.lr.dtype)
+            self.hr[self.filled : self.filled + b] = self._levels(hr, self.hr.dtype)
             self.filled += b
             return lr, hr
         perm = torch.randperm(self.size, generator=generator)
         self.lr, self.hr = self.lr[perm], self.hr[perm]
-        out_lr = self.lr[:b].to(lr.device, lr.dtype) / 255
-        out_hr = self.hr[:b].to(hr.device, hr.dtype) / 255
-        self.lr[:b], self.hr[:b] = self._u8(lr), self._u8(hr)
+        out_lr = samples_to_float(self.lr[:b], lr.dtype, lr.device)
+        out_hr = samples_to_float(self.hr[:b], hr.dtype, hr.device)
+        self.lr[:b], self.hr[:b] = self._levels(lr, self.lr.dtype), self._levels(hr, self.hr.dtype)
         return out_lr, out_hr
 
     def state_dict(self) -> dict:
-        """{"size", "batch", "filled", "lr", "hr"} (uint8 CPU tensors or None): plain tensors, no pickling."""
+        """{"size", "batch", "filled", "lr", "hr"} (uint8 / uint16 CPU tensors or None): plain tensors, no
+        pickling. A loaded queue keeps the dtypes it was saved with."""
         return {"size": self.size, "batch": self.batch, "filled": self.filled, "lr": self.lr, "hr": self.hr}
 
     def load_state_dict(self, state: dict) -> None:
@@ -136,27 +142,32 @@ class RealWorldBatches:
         self.files = self.store.files
         self.scale, self.gt_size, self.batch, self.crop_size = scale, gt_size, batch, crop_size
         self.degradation = degradation or RealWorldDegradation(scale=scale)
-        self.queue = PairQueue(queue_size, batch)
+        self.queue = PairQueue(queue_size, batch, hr_dtype=self.store.dtype)
 
     def gt_crop(self, generator: torch.Generator | None) -> torch.Tensor:
-        """(3, crop, crop) uint8 GT crop: random image, h-flip p 0.5, then crop or pad (crop_or_pad).
+        """(3, crop, crop) GT crop of ``store.dtype``: random image, h-flip p 0.5, then crop or pad
+        (crop_or_pad).
 
-        Draw order: image index, flip, top, left. Only the crop is copied out of the stored image.
+        Draw order: image index, flip, top, left. Only the crop is copied out of the stored image (flips are
+        numpy views: torch has no uint16 flip).
         """
         index = int(torch.randint(len(self.store), (), generator=generator))
         flip = bool(torch.rand((), generator=generator) < 0.5)
         img = self.store.array(index)
         _, h, w = img.shape
         size = self.crop_size
+        out = torch.empty((3, size, size), dtype=self.store.dtype)
         if h < size or w < size:
-            full = torch.from_numpy(np.array(img))
-            return crop_or_pad(full.flip(-1) if flip else full, size, generator).contiguous()
+            full = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1] if flip else img))
+            copy_samples(out.numpy(), crop_or_pad(full, size, generator).numpy())
+            return out
         top = int(torch.randint(0, h - size + 1, (), generator=generator))
         left = int(torch.randint(0, w - size + 1, (), generator=generator))
         if flip:  # the crop at `left` of the flipped image is the flipped crop at w - size - left
             left = w - size - left
-        crop = torch.from_numpy(np.ascontiguousarray(img[:, top : top + size, left : left + size]))
-        return (crop.flip(-1) if flip else crop).contiguous()
+        view = img[:, top : top + size, left : left + size]
+        copy_samples(out.numpy(), view[:, :, ::-1] if flip else view)
+        return out
 
     def pairs(
         self,
@@ -165,12 +176,12 @@ class RealWorldBatches:
         batch_generator: torch.Generator | None,
         device: torch.device | str = "cpu",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Degrade GT crops (b, 3, crop, crop) uint8 sample by sample (sample j with ``generators[j]``), take
-        one paired random crop and pass the queue (both with ``batch_generator``).
+        """Degrade GT crops (b, 3, crop, crop) uint8 / uint16 sample by sample (sample j with
+        ``generators[j]``), take one paired random crop and pass the queue (both with ``batch_generator``).
 
         Returns (lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)) float32 on ``device``.
         """
-        gt = gt_u8.to(device, non_blocking=True).to(torch.float32) / 255
+        gt = samples_to_float(gt_u8, torch.float32, device)
         lq = torch.cat([self.degradation(gt[j : j + 1], generator=g) for j, g in enumerate(generators)])
         p, s = self.gt_size // self.scale, self.scale
         top = int(torch.randint(0, lq.shape[-2] - p + 1, (), generator=batch_generator))

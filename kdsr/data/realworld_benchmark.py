@@ -14,7 +14,7 @@ from tqdm import tqdm
 from kdsr.degradations.realworld import RealWorldDegradation
 
 from .benchmark import BenchmarkPair, _pair_seed
-from .io import list_images, modcrop, read_image, read_image_uint8
+from .io import list_images, modcrop, read_image, read_samples, samples_to_float
 
 __all__ = ["realworld_pairs", "paired_folder_pairs"]
 
@@ -22,7 +22,8 @@ __all__ = ["realworld_pairs", "paired_folder_pairs"]
 def realworld_pairs(
     hr_dir: str | os.PathLike, scale: int = 4, seed: int = 0, progress: bool = False
 ) -> list[BenchmarkPair]:
-    """One real-world LR per HR image (modcropped), seeded by (seed, image name), computed in float64 on CPU.
+    """One real-world LR per HR image (modcropped, at its depth: 8 or 16 bits), seeded by (seed, image name),
+    computed in float64 on CPU.
 
     Returns BenchmarkPairs named "<image>_realworld"; params hold scale, image, seed and the per-image draws.
     """
@@ -30,7 +31,7 @@ def realworld_pairs(
     pairs = []
     for path in tqdm(list_images(hr_dir), desc="real-world pairs", unit="img", disable=not progress):
         name = f"{path.stem}_realworld"
-        hr = modcrop(read_image_uint8(path), scale).to(torch.float64) / 255.0
+        hr = samples_to_float(modcrop(torch.from_numpy(read_samples(path)), scale), torch.float64)
         gen = torch.Generator().manual_seed(_pair_seed(seed, name))
         lr, drawn = deg(hr[None], generator=gen, return_params=True)
         params = {"kind": "realworld", "scale": scale, "image": path.stem, "seed": seed}

@@ -112,6 +112,10 @@ def test_realworld_gt_crops_and_pair_queue_keep_16_bits(deep_folder, tmp_path, m
         (src * 65535).round().to(torch.int32).numpy().astype(np.uint16).tobytes(),
         (src.flip(-1) * 65535).round().to(torch.int32).numpy().astype(np.uint16).tobytes(),
     }
+    rw.crop_size = SIDE + 8  # smaller images are reflect-padded (bottom/right) in float, back to uint16
+    padded = rw.gt_crop(torch.Generator().manual_seed(0))
+    assert padded.dtype == torch.uint16 and torch.equal(padded[:, :SIDE, :SIDE], crop)
+    rw.crop_size = SIDE
     source = RealWorldSource(rw, seed=1, length=2)
     item = source[0]
     assert item["gt"].dtype == torch.uint16

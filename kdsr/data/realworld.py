@@ -158,7 +158,7 @@ class RealWorldBatches:
         size = self.crop_size
         out = torch.empty((3, size, size), dtype=self.store.dtype)
         if h < size or w < size:
-            full = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1] if flip else img))
+            full = torch.from_numpy(np.array(img[:, :, ::-1] if flip else img))  # a writable copy
             copy_samples(out.numpy(), crop_or_pad(full, size, generator).numpy())
             return out
         top = int(torch.randint(0, h - size + 1, (), generator=generator))

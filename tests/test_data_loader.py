@@ -128,6 +128,13 @@ def _umask() -> int:
     return mask
 
 
+def test_cache_bar_follows_the_trainers_progress_flag(train_dir, tmp_path, capsys):
+    for progress in (False, True):  # True: the control, so the check can fail
+        Trainer(_cfg("tiny_iso_x4_teacher", train_dir, tmp_path / str(progress)), progress=progress)
+        err = capsys.readouterr().err
+        assert ("caching HR images in RAM" in err) is progress, err
+
+
 def test_cache_values_old_booleans_and_bad_ones(train_dir, tmp_path):
     assert (cache_mode(True), cache_mode(False), cache_mode("disk")) == ("ram", "none", "disk")
     assert _cfg("tiny_iso_x4_teacher", train_dir, tmp_path, "data.cache=false")["data"]["cache"] is False

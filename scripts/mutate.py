@@ -89,6 +89,22 @@ MUTATIONS = [
         ("tests/test_data_loader.py", "-k", "continues"),
     ),
     Mutation(
+        "cache-rounds-16-bit",
+        "the training caches decode 16-bit HR images to 8 bits",
+        "kdsr/data/cache.py",
+        "yield i, read_samples(self.files[i])",
+        'yield i, __import__("kdsr.data.io", fromlist=["io"]).read_image_uint8(self.files[i]).numpy()',
+        ("tests/test_bit_depth.py", "-k", "every_cache_mode"),
+    ),
+    Mutation(
+        "cache-bar-ignores-no-progress",
+        "the 'caching HR images' bar shows whatever the trainer's progress flag says",
+        "kdsr/training/trainer.py",
+        '"progress": self.progress and self.ctx.is_main,',
+        '"progress": True,',
+        ("tests/test_data_loader.py", "-k", "cache_bar"),
+    ),
+    Mutation(
         "ddp-same-data-every-rank",
         "every DDP rank draws the same samples (rank left out of the seed)",
         "kdsr/training/trainer.py",

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_training_support import make_image_folder, save_tiny_teacher, tiny_overrides
+from test_training_support import (
+    free_port,
+    join_as_rank,
+    make_image_folder,
+    save_tiny_teacher,
+    tiny_overrides,
+)
 
 import kdsr
 from kdsr.training.config import load_config
@@ -24,12 +29,6 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("stlpips_pytorch") is None,
     reason='needs the [gan] extra: pip install --no-deps stlpips-pytorch==0.0.2 (or pip install -e ".[gan]")',
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _record(trainer: Trainer) -> dict:
@@ -61,13 +60,7 @@ def _record(trainer: Trainer) -> dict:
 
 
 def _worker(rank: int, config: dict, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-    )
+    join_as_rank(rank, WORLD, port)
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     try:
@@ -99,7 +92,7 @@ def test_gan_stage_under_two_gloo_processes_matches_one_process_on_the_union_bat
         "logging.save_every=1",
     ]
     config = load_config("tiny_realworld_x4_gan", overrides)
-    mp.spawn(_worker, args=(config, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(config, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     logs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     assert logs[0]["losses"] == logs[1]["losses"] and len(logs[0]["losses"]) == ITERS

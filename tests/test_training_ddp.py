@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_training_support import make_image_folder, save_tiny_teacher, tiny_overrides
+from test_training_support import (
+    free_port,
+    join_as_rank,
+    make_image_folder,
+    save_tiny_teacher,
+    tiny_overrides,
+)
 
 from kdsr.training.config import load_config
 from kdsr.training.distributed import DistContext, init_distributed, local_batch_size, shutdown
@@ -19,12 +24,6 @@ from kdsr.training.trainer import Trainer
 WORLD = 2
 BATCH = 4
 ITERS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _record(trainer: Trainer) -> dict:
@@ -54,13 +53,7 @@ def _record(trainer: Trainer) -> dict:
 
 
 def _worker(rank: int, config: dict, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-    )
+    join_as_rank(rank, WORLD, port)
     torch.set_num_threads(1)
     runs = str(Path(config["logging"]["out_dir"]).resolve())
     writes: list[str] = []
@@ -100,7 +93,7 @@ def test_two_gloo_processes_run_like_one_process_on_the_union_batch(tmp_path, st
         *extra,
     ]
     config = load_config(f"tiny_iso_x4_{stage}", overrides)
-    mp.spawn(_worker, args=(config, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(config, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     logs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     assert logs[1]["writes"] == [], f"rank 1 wrote into the run folder: {logs[1]['writes']}"

@@ -60,3 +60,25 @@ def save_tiny_teacher(path: Path, seed: int = 0, **sizes) -> Path:
         n_encoder_res=config["n_encoder_res"],
     )
     return teacher.save(path)
+
+
+def free_port() -> int:
+    """A free localhost TCP port for a gloo rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def join_as_rank(rank: int, world: int, port: int) -> None:
+    """Set the torchrun environment variables of `rank` of `world` processes rendezvousing on `port`."""
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )

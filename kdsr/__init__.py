@@ -2,7 +2,7 @@
 
 import kdsr
 model = kdsr.KDSRStudent()            # KDSR_S-M, x4, fused kernels
-model = kdsr.load("tiny-iso-x4-student")  # shipped weights, or a checkpoint path
+model = kdsr.load("iso-x4-student")  # shipped weights, or a checkpoint path
 """
 
 from __future__ import annotations

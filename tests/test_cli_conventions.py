@@ -56,7 +56,7 @@ def test_top_level_help_documents_the_exit_codes(capsys):
 
 
 def test_help_names_only_shipped_weights():
-    """Every `tiny-...`-style weights name in a help text or a command's docstring is a shipped one."""
+    """Each weights-style name ([tiny-]iso|realworld-xN-...) in help texts and docstrings is shipped."""
     import importlib
 
     names = set(shipped_names())
@@ -65,7 +65,7 @@ def test_help_names_only_shipped_weights():
     for command, sub in _subparsers().items():
         texts += [sub.description or "", sub.format_help()]
         texts.append(importlib.import_module(f"kdsr.commands.{command.replace('-', '_')}").__doc__ or "")
-    mentioned = set(re.findall(r"\btiny-[a-z0-9-]*[a-z0-9]", "\n".join(texts)))
+    mentioned = set(re.findall(r"\b(?:tiny-)?(?:iso|realworld)-x\d-[a-z0-9-]*[a-z0-9]", "\n".join(texts)))
     assert mentioned and mentioned <= names, mentioned - names
 
 

@@ -203,9 +203,12 @@ def test_safetensors_round_trip(tmp_path, cls):
 
 
 def test_shipped_weights_are_safetensors():
-    assert kdsr_model.shipped_names() == ["tiny-iso-x4-student", "tiny-iso-x4-teacher"]
-    assert not list(kdsr_model.WEIGHTS_DIR.glob("*.pt"))
-    assert isinstance(kdsr.load("tiny-iso-x4-student"), kdsr.KDSRStudent)
+    names = kdsr_model.shipped_names()
+    assert {"iso-x4-student", "iso-x4-teacher", "tiny-iso-x4-student", "tiny-iso-x4-teacher"} <= set(names)
+    assert not [p for p in kdsr_model.WEIGHTS_DIR.iterdir() if p.suffix not in (".safetensors", ".md")]
+    for name in names:  # every shipped file loads as the class its name says
+        want = kdsr.KDSRTeacher if name.endswith("-teacher") else kdsr.KDSRStudent
+        assert isinstance(kdsr.load(name), want), name
     assert isinstance(kdsr.load("tiny-iso-x4-teacher.safetensors"), kdsr.KDSRTeacher)
 
 

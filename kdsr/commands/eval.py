@@ -1,7 +1,7 @@
 """`kdsr eval`: Y-channel PSNR/SSIM of a model (or bicubic) on benchmark folders with synthetic kernels.
 
 kdsr eval --checkpoint runs/iso_x4_M_student/best.pt --hr-dir data/Set5 --kernels gaussian8 --scale 4
-kdsr eval --checkpoint tiny-iso-x4-student --hr-dir data/Set5 data/Set14 --json results.json
+kdsr eval --checkpoint iso-x4-student --hr-dir data/Set5 data/Set14 --json results.json
 kdsr eval --checkpoint bicubic --hr-dir data/Set5
 """
 
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
         "--checkpoint",
         required=True,
         help="model file, training checkpoint (last.pt/best.pt), shipped weights name (e.g. "
-        "tiny-iso-x4-student), "
+        "iso-x4-student), "
         "or 'bicubic' for the MATLAB-bicubic baseline",
     )
     p.add_argument(

@@ -1,6 +1,6 @@
 """`kdsr export`: write a KDSR student as ONNX (two graphs, for onnxruntime) or as a torch.export archive.
 
-kdsr export --checkpoint tiny-iso-x4-student --format onnx -o kdsr_s.onnx     # + kdsr_s.encoder.onnx
+kdsr export --checkpoint iso-x4-student --format onnx -o kdsr_s.onnx     # + kdsr_s.encoder.onnx
 kdsr export --checkpoint student.pt --format torch-export -o kdsr_s.pt2
 Exit code: 0 written, 2 bad arguments / checkpoint (e.g. a teacher) / missing onnx package.
 """
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
         required=True,
         metavar="PATH_OR_NAME",
         help="student model file (model.save / a training checkpoint) or a shipped weights name "
-        "(e.g. tiny-iso-x4-student)",
+        "(e.g. iso-x4-student)",
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx or torch-export")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (.onnx / .pt2)")

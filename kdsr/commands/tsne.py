@@ -1,6 +1,6 @@
 """`kdsr tsne`: t-SNE of the degradation representation D for one or more models (paper Fig. 6).
 
-kdsr tsne --checkpoint tiny-iso-x4-teacher tiny-iso-x4-student --hr-dir data/B100 -o idr_tsne.png
+kdsr tsne --checkpoint iso-x4-teacher iso-x4-student --hr-dir data/B100 -o idr_tsne.png
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`kdsr upscale`: super-resolve image files with a KDSR student.
 
-kdsr upscale photo.jpg scans/ -o out/ --checkpoint tiny-iso-x4-student
+kdsr upscale photo.jpg scans/ -o out/ --checkpoint iso-x4-student
 kdsr upscale big.png -o out/ --checkpoint student.pt --tile 256 --device cuda --half
 kdsr upscale photos/ -o out/ --checkpoint student.pt --precision bf16     # fast CPU path
 kdsr upscale photos/ -o out/ --onnx kdsr_s.onnx                           # onnxruntime (kdsr export)
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> None:
         "--checkpoint",
         metavar="PATH_OR_NAME",
         help="student model file (model.save / a training checkpoint) or a shipped weights name "
-        "(e.g. tiny-iso-x4-student)",
+        "(e.g. iso-x4-student)",
     )
     source.add_argument(
         "--onnx",

@@ -47,10 +47,13 @@ train() {  # train <run name> <kdsr train args...>: start, resume or skip
 
 throttle() { while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done; }
 
-# ---- stage 1: teacher
-# shellcheck disable=SC2086
-train small_iso_x4_teacher --config small_iso_x4_teacher $TEACHER_SET
-TEACHER=runs/small_iso_x4_teacher/last.pt
+# ---- stage 1: teacher (TEACHER=<file> skips it and distils from that file instead, e.g. the shipped
+# small-iso-x4-teacher weights, which are this stage's output: a fresh machine need not retrain it)
+if [[ -z ${TEACHER:-} ]]; then
+  # shellcheck disable=SC2086
+  train small_iso_x4_teacher --config small_iso_x4_teacher $TEACHER_SET
+  TEACHER=runs/small_iso_x4_teacher/last.pt
+fi
 
 # ---- stage 2: students (same init and batches per seed; the KD loss is the only difference)
 STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1)

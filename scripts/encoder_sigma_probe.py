@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr-patch", type=int, default=32)
     p.add_argument("--data", default="../shared/data/B100")
+    p.add_argument("--brightness", action="store_true", help="sanity check: regress the LR mean instead of σ")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -67,7 +68,7 @@ def main() -> None:
             [data[i] for i in torch.randint(len(data), (args.batch,), generator=g).tolist()]
         ).float()
         lr, params = degrade(hr, generator=g)
-        target = (params["sigma"] - 2.1) / 1.9
+        target = (lr.mean((1, 2, 3)) - 0.45) / 0.15 if args.brightness else (params["sigma"] - 2.1) / 1.9
         loss = F.mse_loss(head(features(teacher.teacher_input(lr, hr))).squeeze(1), target)
         opt.zero_grad()
         loss.backward()

@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr-patch", type=int, default=32)
     p.add_argument("--data", default="../shared/data/B100")
+    p.add_argument("--center", action="store_true", help="subtract each input's per-channel spatial mean")
     p.add_argument("--brightness", action="store_true", help="sanity check: regress the LR mean instead of σ")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -69,7 +70,9 @@ def main() -> None:
         ).float()
         lr, params = degrade(hr, generator=g)
         target = (lr.mean((1, 2, 3)) - 0.45) / 0.15 if args.brightness else (params["sigma"] - 2.1) / 1.9
-        loss = F.mse_loss(head(features(teacher.teacher_input(lr, hr))).squeeze(1), target)
+        x = teacher.teacher_input(lr, hr)
+        x = x - x.mean((2, 3), keepdim=True) if args.center else x
+        loss = F.mse_loss(head(features(x)).squeeze(1), target)
         opt.zero_grad()
         loss.backward()
         opt.step()

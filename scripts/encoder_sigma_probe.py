@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import kdsr
 from kdsr.data.dataset import HRImageDataset
 from kdsr.degradations import ClassicDegradation
-from kdsr.models.encoder import kaiming_init_
+from kdsr.models.encoder import highpass_init_, kaiming_init_
 
 
 def corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -33,7 +33,9 @@ def main() -> None:
     p.add_argument(
         "--encoder", choices=("kdide", "cnn2"), default="kdide", help="tiny KD-IDE or a 2-conv CNN"
     )
-    p.add_argument("--init", choices=("torch", "kaiming"), default="torch", help="KD-IDE initialisation")
+    p.add_argument(
+        "--init", choices=("torch", "kaiming", "highpass"), default="torch", help="KD-IDE initialisation"
+    )
     p.add_argument("--bn-head", action="store_true", help="BatchNorm1d before the linear head")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -54,8 +56,8 @@ def main() -> None:
         features, dim = enc, 64
     else:
         enc = teacher.encoder
-        if args.init == "kaiming":
-            kaiming_init_(enc)
+        if args.init != "torch":
+            (kaiming_init_ if args.init == "kaiming" else highpass_init_)(enc)
         features, dim = (lambda x: enc(x)[1]), 4 * 32
     head = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, 1)) if args.bn_head else nn.Linear(dim, 1)
     data = HRImageDataset(args.data, 4, args.lr_patch, augment=True, cache=True)

@@ -42,3 +42,37 @@ def test_unknown_encoder_init_is_a_config_error(tmp_path):
     images = make_image_folder(tmp_path / "hr", count=1, size=32)
     with pytest.raises(ConfigError, match="encoder_init"):
         load_config("tiny_iso_x4_teacher", [*tiny_overrides(images, tmp_path), "train.encoder_init=xavier"])
+
+
+@pytest.mark.parametrize("in_channels", [3, 3 + 3 * 16])  # student, x4 teacher
+def test_highpass_init_makes_laplacian_detectors(in_channels):
+    from kdsr.models.encoder import KDIDE, LAPLACIAN, highpass_init_
+
+    torch.manual_seed(0)
+    enc = highpass_init_(KDIDE(in_channels, 32, 1), gain=30.0)
+    w = enc.body[0].weight
+    lap = 30.0 * torch.tensor(LAPLACIAN)
+    n_hr = (in_channels - 3) // 3
+    for c in range(3):
+        torch.testing.assert_close(w[2 * c, c], lap)
+        torch.testing.assert_close(w[2 * c + 1, c], -lap)
+        assert int((w[2 * c].abs().sum((1, 2)) > 0).sum()) == 1  # an LR detector looks at its colour only
+        if n_hr:
+            hr = w[6 + 2 * c, 3 + c * n_hr : 3 + (c + 1) * n_hr]
+            torch.testing.assert_close(hr, lap.expand_as(hr) / n_hr)
+    detectors = 12 if n_hr else 6
+    assert w[detectors:].abs().sum() > 0  # the other channels keep their kaiming draw
+    # on a sharp vs a blurred image, the pooled |high-pass| maps differ strongly (the point of the init)
+    x = torch.rand(1, in_channels, 24, 24)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    with torch.no_grad():
+        sharp_hp = torch.nn.functional.leaky_relu(enc.body[0](x), 0.1)[:, :6].mean()
+        blur_hp = torch.nn.functional.leaky_relu(enc.body[0](blurred), 0.1)[:, :6].mean()
+    assert sharp_hp > 2 * blur_hp
+
+
+def test_highpass_init_needs_enough_features():
+    from kdsr.models.encoder import KDIDE, highpass_init_
+
+    with pytest.raises(ValueError, match="needs >= 12"):
+        highpass_init_(KDIDE(51, 8, 1))

@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
         "temperature": 0.15,
         "ema_decay": 0.0,  # 0: no EMA; e.g. 0.999 keeps an exponential moving average of the weights
         "lr_encoder_mult": 1.0,  # the encoder's learning rate is this times the SR network's (both phases)
-        "encoder_init": "torch",  # fresh encoders: torch (PyTorch's default, as the reference) | kaiming
+        "encoder_init": "torch",  # fresh encoders: torch (the default, as the reference) | kaiming | highpass
         "precision": "fp32",  # fp32 | bf16 (CPU/CUDA autocast to bfloat16; fp32 master weights and loss)
         "compile": False,  # torch.compile the forward module
         "gan": {  # stage gan only (G and D share train.lr / train.betas; G's lr is constant, no schedule)
@@ -334,7 +334,10 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
         _require(isinstance(log[key], int) and log[key] > 0, f"logging.{key} must be a positive int")
     if config["stage"] == "teacher":
         _require(train["encoder_iters"] == 0, "train.encoder_iters only applies to stage: student")
-    _require(train["encoder_init"] in ("torch", "kaiming"), "train.encoder_init must be torch or kaiming")
+    _require(
+        train["encoder_init"] in ("torch", "kaiming", "highpass"),
+        "train.encoder_init must be torch, kaiming or highpass",
+    )
     _require(
         config["init"] is None or config["stage"] == "gan",
         "--init (config key init) only applies to stage: gan; drop it for this stage",

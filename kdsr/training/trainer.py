@@ -209,12 +209,14 @@ def build_models(
 
 
 def _init_encoder(model: nn.Module, config: dict[str, Any]) -> None:
-    """Apply train.encoder_init to a fresh encoder: "torch" keeps PyTorch's default, "kaiming" re-draws it."""
-    if config["train"]["encoder_init"] == "kaiming":
-        from kdsr.models.encoder import kaiming_init_
+    """Apply train.encoder_init to a fresh encoder: "torch" keeps PyTorch's default; "kaiming" / "highpass"
+    re-draw it (kdsr.models.encoder.kaiming_init_ / highpass_init_)."""
+    init = config["train"]["encoder_init"]
+    if init != "torch":
+        from kdsr.models.encoder import highpass_init_, kaiming_init_
 
         torch.manual_seed(config["seed"] + 1)
-        kaiming_init_(model.encoder)
+        (kaiming_init_ if init == "kaiming" else highpass_init_)(model.encoder)
 
 
 def gan_v2(config: dict[str, Any]) -> bool:

@@ -118,7 +118,7 @@ def test_gan_stage_under_two_gloo_processes_matches_one_process_on_the_union_bat
     single.gan.batch_for = lambda iteration: union[iteration]  # replaces the recording wrapper's source
     single.run()
     # Iteration 0 elementwise, to 1e-4 of each tensor's largest gradient: D's conv gradients are fp32 sums
-    # over ~10^4 terms per element, added in another order by the two half batches (measured: <= 1.3e-6
+    # over ~10^4 terms per element, added in another order by the two half batches (measured: up to 1.3e-5
     # of the largest). Later iterations come after an Adam step, whose per-element normalisation turns that
     # noise in near-zero gradients into lr-sized weight differences, so they are compared by norm. A missing,
     # doubled or unsynchronised all-reduce is off by O(1) either way.

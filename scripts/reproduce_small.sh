@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue-12 reproduction, end to end and resumable: teacher; students KD = kl, l1, l2, none from the same init
-# and batches (seed 1) plus seed 2 for kl and none; Set5+Set14 Gaussian8 x4 evals to JSON; sigma read-out R²
+# and batches (seed 1) plus seed 2 for kl and none, and KL at τ = 2.0 (klt2, ours: the paper's τ = 0.15 saturates
+# the softmax of this teacher's D'); Set5+Set14 Gaussian8 x4 evals to JSON; sigma read-out R²
 # per model; t-SNE plot; the results table (with seed spread) regenerated from the JSONs.
 #
 #   bash scripts/reproduce_small.sh             # from the repository root; ../shared/data holds B100/Set5/Set14
@@ -56,13 +57,14 @@ if [[ -z ${TEACHER:-} ]]; then
 fi
 
 # ---- stage 2: students (same init and batches per seed; the KD loss is the only difference)
-STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1)
+STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1 klt2_s1)
 for tag in "${STUDENTS[@]}"; do
-  kd=${tag%_s*}; seed=${tag#*_s}
+  kd=${tag%_s*}; seed=${tag#*_s}; extra=""
+  if [[ $kd == klt2 ]]; then kd=kl; extra="train.temperature=2.0"; fi
   throttle
   # shellcheck disable=SC2086
   train "small_iso_x4_student_$tag" --config small_iso_x4_student --teacher "$TEACHER" \
-      --set train.kd_loss="$kd" seed="$seed" $STUDENT_SET &
+      --set train.kd_loss="$kd" seed="$seed" $extra $STUDENT_SET &
 done
 wait
 
@@ -89,6 +91,11 @@ kdsr tsne --checkpoint "${CKPTS[@]}" --label "${LABELS[@]}" --hr-dir "$DATA/Set1
 kdsr tsne --checkpoint "$TEACHER" runs/small_iso_x4_student_kl_s1/last.pt runs/small_iso_x4_student_none_s1/last.pt \
     --label "teacher (sees HR)" "student, KD = KL" "student, no KD" --hr-dir "$DATA/B100" --crops 40 \
     --lr-patch 32 --readout-dir "$DATA/Set14" --threads "$THREADS" -o docs/small_iso_x4_tsne.png
+
+# ---- how close each student's D' is to the teacher's (KL at τ 0.15 and L1, Set14 crops x 8 σ)
+S_CKPTS=(); for tag in "${STUDENTS[@]}"; do S_CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); done
+python scripts/student_teacher_distance.py --teacher "$TEACHER" --students "${S_CKPTS[@]}" --labels "${STUDENTS[@]}" \
+    --json "$OUT/dprime_distance.json"
 
 # ---- table from the JSONs (mean over seeds, spread = max - min, gaps vs no-KD and bicubic)
 python scripts/small_results_table.py "$OUT" | tee "$OUT/table.md"

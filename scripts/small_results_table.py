@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 DATASETS = ("Set5", "Set14")
-ORDER = ("teacher", "kl", "l1", "l2", "none", "bicubic")
+ORDER = ("teacher", "kl", "klt2", "l1", "l2", "none", "bicubic")
 LABELS = {
     "teacher": "Teacher (sees HR)",
     "kl": "Student, KD = KL",
+    "klt2": "Student, KD = KL at τ = 2.0 (ours)",
     "l1": "Student, KD = L1",
     "l2": "Student, KD = L2",
     "none": "Student, no KD",
@@ -30,7 +31,7 @@ def collect(folder: Path) -> dict[str, list[tuple[str, dict]]]:
     """{model key: [(json stem, results by dataset), ...]} for every eval JSON in `folder`."""
     found: dict[str, list[tuple[str, dict]]] = {}
     for path in sorted(folder.glob("*.json")):
-        match = re.fullmatch(r"student_(kl|l1|l2|none)_s(\d+)", path.stem)
+        match = re.fullmatch(r"student_(kl|klt2|l1|l2|none)_s(\d+)", path.stem)
         key = match.group(1) if match else path.stem
         if key not in LABELS:
             continue

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Issue-12 reproduction, end to end and resumable: teacher; students KD = kl, l1, l2, none from the same init
-# and batches (seed 1) plus seed 2 for kl and none, and KL at τ = 2.0 (klt2, ours: the paper's τ = 0.15 saturates
-# the softmax of this teacher's D'); Set5+Set14 Gaussian8 x4 evals to JSON; sigma read-out R²
-# per model; t-SNE plot; the results table (with seed spread) regenerated from the JSONs.
+# and batches per seed, two seeds each; three variants of ours, two seeds each:
+#   klt2      KL at τ = 2.0 (the paper's τ = 0.15 saturates the softmax of this teacher's D'),
+#   klwarm    KL after a 500-iteration KD-only encoder warm-up (the reference's aniso schedule; the SR network
+#             still gets 1,500 iterations),
+#   kltorch / nonetorch   KL / no KD with the reference's PyTorch-default student encoder init (can KD form
+#             the representation that L1 alone does not form from that init?);
+# Set5+Set14 Gaussian8 x4 evals to JSON; σ read-out R² per model; t-SNE plot; D' distances, D's worth in dB
+# and the softmax entropy of the teacher's D'; the results table (with seed spread) regenerated from the JSONs.
 #
 #   bash scripts/reproduce_small.sh             # from the repository root; ../shared/data holds B100/Set5/Set14
 #   JOBS=2 THREADS=1 bash scripts/reproduce_small.sh
@@ -57,10 +62,15 @@ if [[ -z ${TEACHER:-} ]]; then
 fi
 
 # ---- stage 2: students (same init and batches per seed; the KD loss is the only difference)
-STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1 klt2_s1)
+STUDENTS=(kl_s1 none_s1 kl_s2 none_s2 l1_s1 l2_s1 klt2_s1 l1_s2 l2_s2 klt2_s2 klwarm_s1 klwarm_s2
+          kltorch_s1 nonetorch_s1 kltorch_s2 nonetorch_s2)
 for tag in "${STUDENTS[@]}"; do
   kd=${tag%_s*}; seed=${tag#*_s}; extra=""
-  if [[ $kd == klt2 ]]; then kd=kl; extra="train.temperature=2.0"; fi
+  case $kd in
+    klt2) kd=kl; extra="train.temperature=2.0" ;;
+    klwarm) kd=kl; extra="train.iters=2000 train.encoder_iters=500" ;;
+    kltorch | nonetorch) kd=${kd%torch}; extra="train.encoder_init=torch" ;;
+  esac
   throttle
   # shellcheck disable=SC2086
   train "small_iso_x4_student_$tag" --config small_iso_x4_student --teacher "$TEACHER" \
@@ -96,6 +106,14 @@ kdsr tsne --checkpoint "$TEACHER" runs/small_iso_x4_student_kl_s1/last.pt runs/s
 S_CKPTS=(); for tag in "${STUDENTS[@]}"; do S_CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); done
 python scripts/student_teacher_distance.py --teacher "$TEACHER" --students "${S_CKPTS[@]}" --labels "${STUDENTS[@]}" \
     --json "$OUT/dprime_distance.json"
+# ---- what D is worth to each SR network (own D, a constant mean D, the teacher's D), seed-1 students, Set5
+V_TAGS=(); V_CKPTS=(); for tag in "${STUDENTS[@]}"; do
+  [[ $tag == *_s1 ]] && { V_TAGS+=("$tag"); V_CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); }
+done
+python scripts/dprime_value.py --teacher "$TEACHER" --students "${V_CKPTS[@]}" --labels "${V_TAGS[@]}" \
+    --hr-dir "$DATA/Set5" --json "$OUT/dprime_value.json"
+# ---- how peaked the teacher's softmax(D'/τ) is at the temperatures tried (entropy, top-1 probability)
+python scripts/dprime_softmax_entropy.py --checkpoint "$TEACHER" --json "$OUT/dprime_entropy.json"
 
 # ---- table from the JSONs (mean over seeds, spread = max - min, gaps vs no-KD and bicubic)
 python scripts/small_results_table.py "$OUT" | tee "$OUT/table.md"

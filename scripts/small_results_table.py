@@ -15,14 +15,19 @@ import sys
 from pathlib import Path
 
 DATASETS = ("Set5", "Set14")
-ORDER = ("teacher", "kl", "klt2", "l1", "l2", "none", "bicubic")
+# The Δ column compares with this row's no-KD counterpart (default: "none").
+BASELINE = {"kltorch": "nonetorch"}
+ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none", "kltorch", "nonetorch", "bicubic")
 LABELS = {
     "teacher": "Teacher (sees HR)",
-    "kl": "Student, KD = KL",
+    "kl": "Student, KD = KL at τ = 0.15 (the paper)",
     "klt2": "Student, KD = KL at τ = 2.0 (ours)",
+    "klwarm": "Student, KD = KL after a 500-it KD-only warm-up (ours)",
     "l1": "Student, KD = L1",
     "l2": "Student, KD = L2",
     "none": "Student, no KD",
+    "kltorch": "Student, KD = KL, PyTorch-default encoder init",
+    "nonetorch": "Student, no KD, PyTorch-default encoder init",
     "bicubic": "Bicubic",
 }
 
@@ -31,7 +36,7 @@ def collect(folder: Path) -> dict[str, list[tuple[str, dict]]]:
     """{model key: [(json stem, results by dataset), ...]} for every eval JSON in `folder`."""
     found: dict[str, list[tuple[str, dict]]] = {}
     for path in sorted(folder.glob("*.json")):
-        match = re.fullmatch(r"student_(kl|klt2|l1|l2|none)_s(\d+)", path.stem)
+        match = re.fullmatch(r"student_(kl|klt2|klwarm|l1|l2|none|kltorch|nonetorch)_s(\d+)", path.stem)
         key = match.group(1) if match else path.stem
         if key not in LABELS:
             continue
@@ -51,7 +56,6 @@ def table(folder: Path) -> str:
     found = collect(folder)
     r2_path = folder / "sigma_r2.json"
     r2 = json.loads(r2_path.read_text()) if r2_path.exists() else {}
-    none_set14 = [res["Set14"]["psnr"] for _, res in found.get("none", [])]
     head = ["model"] + [f"{d} PSNR / SSIM" for d in DATASETS] + ["Set14 Δ vs no-KD (dB)", "σ-R² of D"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for key in ORDER:
@@ -64,9 +68,10 @@ def table(folder: Path) -> str:
                 _cell([r[d]["psnr"] for _, r in runs], 3) + " / " + _cell([r[d]["ssim"] for _, r in runs], 4)
             )
         own = [r["Set14"]["psnr"] for _, r in runs]
-        if none_set14 and key not in ("none",):
-            gap = sum(own) / len(own) - sum(none_set14) / len(none_set14)
-            spreads = [(max(v) - min(v)) / 2 for v in (own, none_set14) if len(v) > 1]
+        base = [res["Set14"]["psnr"] for _, res in found.get(BASELINE.get(key, "none"), [])]
+        if base and key != "none":
+            gap = sum(own) / len(own) - sum(base) / len(base)
+            spreads = [(max(v) - min(v)) / 2 for v in (own, base) if len(v) > 1]
             noise = f" (seed ± {max(spreads):.3f})" if spreads else ""
             cells.append(f"{gap:+.3f}{noise}")
         else:
@@ -75,7 +80,10 @@ def table(folder: Path) -> str:
         cells.append(_cell(scores, 2) if scores else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("± is half the range over seeds (n = number of seeds); Δ compares seed means.")
+    lines.append(
+        "± is half the range over seeds (n = number of seeds); Δ compares seed means with the no-KD student"
+        " (the PyTorch-init KL row with the PyTorch-init no-KD row)."
+    )
     return "\n".join(lines)
 
 

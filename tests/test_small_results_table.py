@@ -28,6 +28,8 @@ def test_table_means_spreads_gaps_and_extra_rows(tmp_path: Path) -> None:
     _write(tmp_path, "student_none_s2", 28.4, 26.20)
     _write(tmp_path, "student_kl_s1", 28.1, 26.10)
     _write(tmp_path, "student_klt2_s1", 28.3, 26.40)
+    _write(tmp_path, "student_nonetorch_s1", 28.0, 26.00)
+    _write(tmp_path, "student_kltorch_s1", 28.0, 26.03)
     _write(tmp_path, "unrelated", 1.0, 1.0)
     (tmp_path / "sigma_r2.json").write_text(json.dumps({"teacher": 0.9, "student_none_s1": 0.6}))
     rows = {
@@ -35,7 +37,10 @@ def test_table_means_spreads_gaps_and_extra_rows(tmp_path: Path) -> None:
     }
     none = rows["Student, no KD"]
     assert "26.250 ± 0.050 (n=2)" in none and "28.300 ± 0.100 (n=2)" in none
-    assert "-0.150 (seed ± 0.050)" in rows["Student, KD = KL"]  # 26.10 against the no-KD mean 26.25
+    # 26.10 against the no-KD mean 26.25
+    assert "-0.150 (seed ± 0.050)" in rows["Student, KD = KL at τ = 0.15 (the paper)"]
     assert "+0.150 (seed ± 0.050)" in rows["Student, KD = KL at τ = 2.0 (ours)"]
+    assert "+0.030" in rows["Student, KD = KL, PyTorch-default encoder init"]  # against its own no-KD row
+    assert "-0.250 (seed ± 0.050)" in rows["Student, no KD, PyTorch-default encoder init"]
     assert rows["Teacher (sees HR)"].rstrip(" |").endswith("0.90")
     assert not any("unrelated" in line or "1.000" in line for line in rows.values())

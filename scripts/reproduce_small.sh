@@ -115,5 +115,11 @@ python scripts/dprime_value.py --teacher "$TEACHER" --students "${V_CKPTS[@]}" -
 # ---- how peaked the teacher's softmax(D'/τ) is at the temperatures tried (entropy, top-1 probability)
 python scripts/dprime_softmax_entropy.py --checkpoint "$TEACHER" --json "$OUT/dprime_entropy.json"
 
+# ---- the shipped student (kdsr.load("iso-x4-student")): the best setting above, no KD, trained 4x longer
+# (6,000 iterations, lr halved every 2,000) from the same teacher, seed 2 (the better no-KD seed at 1,500)
+train small_iso_x4_student_long --config small_iso_x4_student --teacher "$TEACHER" \
+    --set train.kd_loss=none seed=2 train.iters=6000 train.lr_decay_iters=2000
+evaluate runs/small_iso_x4_student_long/last.pt "$OUT/shipped_student.json"
+
 # ---- table from the JSONs (mean over seeds, spread = max - min, gaps vs no-KD and bicubic)
 python scripts/small_results_table.py "$OUT" | tee "$OUT/table.md"

@@ -17,7 +17,7 @@ from pathlib import Path
 DATASETS = ("Set5", "Set14")
 # The Δ column compares with this row's no-KD counterpart (default: "none").
 BASELINE = {"kltorch": "nonetorch"}
-ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none", "kltorch", "nonetorch", "bicubic")
+ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none", "kltorch", "nonetorch", "shipped_student", "bicubic")
 LABELS = {
     "teacher": "Teacher (sees HR)",
     "kl": "Student, KD = KL at τ = 0.15 (the paper)",
@@ -28,6 +28,7 @@ LABELS = {
     "none": "Student, no KD",
     "kltorch": "Student, KD = KL, PyTorch-default encoder init",
     "nonetorch": "Student, no KD, PyTorch-default encoder init",
+    "shipped_student": "Shipped student (no KD, 6,000 it; iso-x4-student)",
     "bicubic": "Bicubic",
 }
 

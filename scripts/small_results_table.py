@@ -17,7 +17,8 @@ from pathlib import Path
 DATASETS = ("Set5", "Set14")
 # The Δ column compares with this row's no-KD counterpart (default: "none").
 BASELINE = {"kltorch": "nonetorch"}
-ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none", "kltorch", "nonetorch", "shipped_student", "bicubic")
+ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none")
+ORDER = (*ORDER, "kltorch", "nonetorch", "shipped_student", "bicubic")
 LABELS = {
     "teacher": "Teacher (sees HR)",
     "kl": "Student, KD = KL at τ = 0.15 (the paper)",

@@ -257,7 +257,9 @@ def test_auto_tiles_under_a_small_budget_and_progress_only_for_several_tiles(tmp
     assert "whole image" in err and "tile/s" not in err  # one tile: no tile bar
     small = np.asarray(Image.open(tmp_path / "small" / "a_x2.png"), np.float32)
     big = np.asarray(Image.open(tmp_path / "big" / "a_x2.png"), np.float32)
-    assert 0 < np.abs(small - big).mean() < 0.5  # tiled (blended) vs whole image: the same picture
+    # tiled (blended) vs whole image: the same picture. Often bit-identical after 8-bit rounding, so no lower
+    # bound: that the run tiled is shown by its tile bar above (the tile size follows the measured memory).
+    assert np.abs(small - big).mean() < 0.5
 
 
 @pytest.mark.parametrize(

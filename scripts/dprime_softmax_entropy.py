@@ -14,12 +14,10 @@ import argparse
 import json
 import math
 
-import numpy as np
 import torch
 
 import kdsr
-from kdsr.models.kdsr_model import KDSRTeacher
-from kdsr.training.tsne import degrade_with_sigmas, sample_hr_crops
+from kdsr.training.tsne import READOUT_SIGMAS, degrade_with_sigmas, encode_all, sample_hr_crops
 
 
 @torch.no_grad()
@@ -33,12 +31,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     hr = sample_hr_crops(args.hr_dir, 4, 32, args.crops)
-    lr, hr_rep, _ = degrade_with_sigmas(hr, 4, np.round(np.linspace(0.2, 4.0, 8), 3))
+    lr, hr_rep, _ = degrade_with_sigmas(hr, 4, READOUT_SIGMAS)
     out = {}
     for path in args.checkpoint:
-        model = kdsr.load(path).eval()
-        _, dprime = model.encode(lr, hr_rep) if isinstance(model, KDSRTeacher) else model.encode(lr)
-        dprime = dprime.float()
+        dprime = torch.from_numpy(encode_all(kdsr.load(path), lr, hr_rep, feature="dprime")).float()
         stats = {"mean_abs": dprime.abs().mean().item(), "within_std": dprime.std(1).mean().item(), "tau": {}}
         print(f"{path}: mean |D'| {stats['mean_abs']:.3f}, within-vector std {stats['within_std']:.3f}")
         for tau in args.temperatures:

@@ -21,10 +21,6 @@ from kdsr.data.benchmark import benchmark_pairs
 from kdsr.metrics import psnr
 
 
-def _batched(t: torch.Tensor) -> torch.Tensor:
-    return (t if t.dim() == 4 else t.unsqueeze(0)).float()
-
-
 @torch.no_grad()
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +31,7 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(1)
-    pairs = [(_batched(pair[1]), _batched(pair[2])) for pair in benchmark_pairs(args.hr_dir, 4, "gaussian8")]
+    pairs = [(p[1][None].float(), p[2][None].float()) for p in benchmark_pairs(args.hr_dir, 4, "gaussian8")]
     teacher = kdsr.load(args.teacher).eval()
     teacher_d = [teacher.encode(lr, hr)[0] for lr, hr in pairs]
 

@@ -17,9 +17,7 @@ from pathlib import Path
 DATASETS = ("Set5", "Set14")
 # The Δ column compares with this row's no-KD counterpart (default: "none").
 BASELINE = {"kltorch": "nonetorch"}
-ORDER = ("teacher", "kl", "klt2", "klwarm", "l1", "l2", "none")
-ORDER = (*ORDER, "kltorch", "nonetorch", "shipped_student", "bicubic")
-LABELS = {
+LABELS = {  # row key -> label, in table order
     "teacher": "Teacher (sees HR)",
     "kl": "Student, KD = KL at τ = 0.15 (the paper)",
     "klt2": "Student, KD = KL at τ = 2.0 (ours)",
@@ -38,7 +36,7 @@ def collect(folder: Path) -> dict[str, list[tuple[str, dict]]]:
     """{model key: [(json stem, results by dataset), ...]} for every eval JSON in `folder`."""
     found: dict[str, list[tuple[str, dict]]] = {}
     for path in sorted(folder.glob("*.json")):
-        match = re.fullmatch(r"student_(kl|klt2|klwarm|l1|l2|none|kltorch|nonetorch)_s(\d+)", path.stem)
+        match = re.fullmatch(r"student_(\w+?)_s(\d+)", path.stem)
         key = match.group(1) if match else path.stem
         if key not in LABELS:
             continue
@@ -60,7 +58,7 @@ def table(folder: Path) -> str:
     r2 = json.loads(r2_path.read_text()) if r2_path.exists() else {}
     head = ["model"] + [f"{d} PSNR / SSIM" for d in DATASETS] + ["Set14 Δ vs no-KD (dB)", "σ-R² of D"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for key in ORDER:
+    for key in LABELS:
         if key not in found:
             continue
         runs = found[key]

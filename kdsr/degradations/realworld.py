@@ -11,8 +11,11 @@ Real-ESRGAN avoids by sharing the resize scale/mode across the batch.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
+import kornia.enhance.jpeg as _kornia_jpeg
 import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
@@ -41,13 +44,49 @@ def filter2d(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x.reshape(1, b * c, h + 2 * pad, w + 2 * pad), weight, groups=b * c).reshape(b, c, h, w)
 
 
-def jpeg(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """JPEG round trip through kornia's ``jpeg_codec_differentiable``; img clamped to [0, 1] first.
+_HARD_ROUNDING_LOCK = threading.Lock()
 
-    Args: img float (B, 3, H, W); quality (B,) in [1, 100]. Returns img's shape and dtype.
+
+@contextmanager
+def _hard_rounding():
+    """Make kornia's codec round, floor and clip exactly (as libjpeg and DiffJPEG(differentiable=False)).
+
+    kornia's ``jpeg_codec_differentiable`` keeps ``round(x) + (x - round(x))**3`` (and a soft floor / clip)
+    in its forward pass, a milder codec: at q30 it behaves like libjpeg at about q41. The degradation runs
+    without gradients, so the surrogates are swapped for the exact operations while the codec runs
+    (kornia is pinned, see pyproject.toml; a lock keeps two threads from interleaving the swap).
+    """
+    names = (
+        "_differentiable_polynomial_rounding",
+        "_differentiable_polynomial_floor",
+        "_differentiable_clipping",
+    )
+    exact = (
+        torch.round,
+        torch.floor,
+        lambda input, min_val=None, max_val=None, scale=0.02: input.clamp(min_val, max_val),
+    )
+    with _HARD_ROUNDING_LOCK:
+        saved = [getattr(_kornia_jpeg, name) for name in names]
+        try:
+            for name, fn in zip(names, exact, strict=True):
+                setattr(_kornia_jpeg, name, fn)
+            yield
+        finally:
+            for name, fn in zip(names, saved, strict=True):
+                setattr(_kornia_jpeg, name, fn)
+
+
+@torch.no_grad()
+def jpeg(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """JPEG round trip (kornia's codec with exact rounding of the DCT coefficients); img clamped to [0, 1].
+
+    Args: img float (B, 3, H, W); quality (B,) in [1, 100]. Returns img's shape and dtype. Not
+    differentiable (the degradation needs no gradient); matches libjpeg's luma at the same quality.
     """
     q = quality.to(device=img.device, dtype=img.dtype).reshape(-1)
-    return jpeg_codec_differentiable(img.clamp(0, 1), q)
+    with _hard_rounding():
+        return jpeg_codec_differentiable(img.clamp(0, 1), q)
 
 
 @dataclass
@@ -214,6 +253,17 @@ class RealWorldDegradation:
         return F.interpolate(x, size=size, mode=name, align_corners=False)
 
     @staticmethod
+    def _rescale(x: torch.Tensor, scale: float, mode: int) -> torch.Tensor:
+        """The first-stage resize as the original: ``scale_factor=scale`` (output floor(h·s), and the
+        sampling grid follows ``scale`` itself, not the rounded output size)."""
+        name = RESIZE_MODES[mode]
+        if min(int(x.shape[-2] * scale), int(x.shape[-1] * scale)) < 1:  # too small: keep one pixel
+            return RealWorldDegradation._resize(x, (int(x.shape[-2] * scale), int(x.shape[-1] * scale)), mode)
+        if name == "area":
+            return F.interpolate(x, scale_factor=scale, mode="area")
+        return F.interpolate(x, scale_factor=scale, mode=name, align_corners=False)
+
+    @staticmethod
     def _noise(x: torch.Tensor, s: StageParams, i: slice, g) -> torch.Tensor:
         if bool(s.gaussian[i][0]):
             noise = gaussian_noise(x, s.noise_sigma[i], s.gray[i], g)
@@ -226,8 +276,7 @@ class RealWorldDegradation:
         sl = slice(i, i + 1)
         s1, s2 = p.first, p.second
         x = filter2d(x, k1[sl])
-        sc = float(s1.resize_scale[i])
-        x = self._resize(x, (int(h * sc), int(w * sc)), int(s1.resize_mode[i]))
+        x = self._rescale(x, float(s1.resize_scale[i]), int(s1.resize_mode[i]))
         x = self._noise(x, s1, sl, g)
         x = jpeg(x, s1.jpeg_quality[sl])
         if bool(s2.blur[i]):

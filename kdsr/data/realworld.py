@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsr.degradations.realworld import RealWorldDegradation
+from kdsr.degradations.realworld_targets import realworld_targets
 
 from .cache import ImageStore, cache_mode, copy_samples, default_cache_dir
 from .io import SAMPLE_DTYPES, list_images, samples_to_float
@@ -47,6 +48,8 @@ class PairQueue:
         self.size, self.batch, self.hr_dtype = size, batch, hr_dtype
         self.lr: torch.Tensor | None = None
         self.hr: torch.Tensor | None = None
+        self.aux: torch.Tensor | None = None  # per-pair float targets (RealWorldParams summaries), if pushed
+        self.last_aux: torch.Tensor | None = None  # the aux rows of the pairs the last push_pop returned
         self.filled = 0
 
     @staticmethod
@@ -56,31 +59,53 @@ class PairQueue:
         return torch.round(x.detach().cpu() * top).clamp(0, top).to(dtype)
 
     def push_pop(
-        self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        lr: torch.Tensor,
+        hr: torch.Tensor,
+        generator: torch.Generator | None = None,
+        aux: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (lr, hr), float (b,3,h,w)/(b,3,H,W) on the queue's levels; return the pair to train on."""
+        """Store (lr, hr), float (b,3,h,w)/(b,3,H,W) on the queue's levels; return the pair to train on.
+
+        ``aux`` (b, T) float32, optional, travels with its pairs (exactly); the rows that belong to the
+        returned pairs are left in ``last_aux`` (None when no aux was pushed).
+        """
         b = lr.shape[0]
         if b != self.batch:
             raise ValueError(f"PairQueue: batch {b} differs from the configured {self.batch}")
         if self.lr is None:
             self.lr = torch.zeros((self.size, *lr.shape[1:]), dtype=torch.uint8)
             self.hr = torch.zeros((self.size, *hr.shape[1:]), dtype=self.hr_dtype)
+        aux = None if aux is None else aux.detach().to("cpu", torch.float32)
+        if aux is not None and self.aux is None:
+            self.aux = torch.zeros((self.size, aux.shape[1]), dtype=torch.float32)
         if self.filled < self.size:
             self.lr[self.filled : self.filled + b] = self._levels(lr, self.lr.dtype)
             self.hr[self.filled : self.filled + b] = self._levels(hr, self.hr.dtype)
+            if aux is not None:
+                self.aux[self.filled : self.filled + b] = aux
             self.filled += b
+            self.last_aux = aux
             return lr, hr
         perm = torch.randperm(self.size, generator=generator)
         self.lr, self.hr = self.lr[perm], self.hr[perm]
         out_lr = samples_to_float(self.lr[:b], lr.dtype, lr.device)
         out_hr = samples_to_float(self.hr[:b], hr.dtype, hr.device)
         self.lr[:b], self.hr[:b] = self._levels(lr, self.lr.dtype), self._levels(hr, self.hr.dtype)
+        self.last_aux = None
+        if aux is not None:
+            self.aux = self.aux[perm]
+            self.last_aux = self.aux[:b].clone()
+            self.aux[:b] = aux
         return out_lr, out_hr
 
     def state_dict(self) -> dict:
         """{"size", "batch", "filled", "lr", "hr"} (uint8 / uint16 CPU tensors or None): plain tensors, no
         pickling. A loaded queue keeps the dtypes it was saved with."""
-        return {"size": self.size, "batch": self.batch, "filled": self.filled, "lr": self.lr, "hr": self.hr}
+        state = {"size": self.size, "batch": self.batch, "filled": self.filled, "lr": self.lr, "hr": self.hr}
+        if self.aux is not None:
+            state["aux"] = self.aux
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state["size"] != self.size or state["batch"] != self.batch:
@@ -89,6 +114,7 @@ class PairQueue:
                 f"{self.size} / {self.batch}; resume with the same data.queue_size and batch size"
             )
         self.filled, self.lr, self.hr = int(state["filled"]), state["lr"], state["hr"]
+        self.aux = state.get("aux")  # absent in checkpoints written before the aux targets
 
 
 def crop_or_pad(img: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -179,16 +205,23 @@ class RealWorldBatches:
         """Degrade GT crops (b, 3, crop, crop) uint8 / uint16 sample by sample (sample j with
         ``generators[j]``), take one paired random crop and pass the queue (both with ``batch_generator``).
 
-        Returns (lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)) float32 on ``device``.
+        Returns (lr (b,3,gt/scale,gt/scale), hr (b,3,gt,gt)) float32 on ``device``; the read-out targets
+        (kdsr.degradations.realworld_targets) of the returned pairs are in ``queue.last_aux`` (b, 5).
         """
         gt = samples_to_float(gt_u8, torch.float32, device)
-        lq = torch.cat([self.degradation(gt[j : j + 1], generator=g) for j, g in enumerate(generators)])
+        degraded = [
+            self.degradation(gt[j : j + 1], generator=g, return_params=True) for j, g in enumerate(generators)
+        ]
+        lq = torch.cat([lr for lr, _ in degraded])
+        aux = torch.from_numpy(
+            np.concatenate([realworld_targets(params, self.degradation) for _, params in degraded])
+        )
         p, s = self.gt_size // self.scale, self.scale
         top = int(torch.randint(0, lq.shape[-2] - p + 1, (), generator=batch_generator))
         left = int(torch.randint(0, lq.shape[-1] - p + 1, (), generator=batch_generator))
         lq = lq[..., top : top + p, left : left + p]
         gt = gt[..., top * s : (top + p) * s, left * s : (left + p) * s]
-        return self.queue.push_pop(lq.contiguous(), gt.contiguous(), batch_generator)
+        return self.queue.push_pop(lq.contiguous(), gt.contiguous(), batch_generator, aux=aux)
 
     def next(
         self, generator: torch.Generator | None = None, device: torch.device | str = "cpu"

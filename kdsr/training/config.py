@@ -53,12 +53,14 @@ DEFAULTS: dict[str, Any] = {
         "cache_dir": None,  # cache: disk: where the .npy files go; None: <train_dir>/.kdsr_cache
         "workers": "auto",  # DataLoader worker processes per rank; auto: kdsr.data.loader.auto_workers
         "val_dir": None,  # HR folder for validation (e.g. Set5); None: no validation
-        "val_kernels": "gaussian8",
+        "val_kernels": "gaussian8",  # gaussian8 | aniso | realworld (val_dir as `kdsr degrade --realworld`)
+        "val_lr_dir": None,  # LR folder paired by name with val_dir (a real-world test set); None: generate
         "val_noise": 0.0,
         "val_max_images": None,  # None: every image of val_dir
         "crop_size": 400,  # realworld: GT crop (or reflect-101 pad) before degradation
         "queue_size": 180,  # realworld: training-pair queue; a multiple of the per-rank batch
-        "val_sigma_dir": None,  # HR folder (e.g. Set14) for the σ read-out R² logged at each validation
+        "val_sigma_dir": None,  # HR folder (e.g. Set14) for the D read-out logged at each validation (σ, or
+        # for degradation.kind realworld the RealWorldParams: kdsr.training.readout)
         "val_sigma_crops": 4,  # crops per image of val_sigma_dir, each blurred with 8 sigmas in sig range
     },
     "train": {
@@ -78,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "temperature": 0.15,
         "ema_decay": 0.0,  # 0: no EMA; e.g. 0.999 keeps an exponential moving average of the weights
         "lr_encoder_mult": 1.0,  # the encoder's learning rate is this times the SR network's (both phases)
+        "readout_weight": 0.0,  # teacher: aux loss of a linear head D' -> RealWorldParams (0 = the paper)
         "encoder_init": "torch",  # fresh encoders: torch (the default, as the reference) | kaiming | highpass
         "precision": "fp32",  # fp32 | bf16 (CPU/CUDA autocast to bfloat16; fp32 master weights and loss)
         "compile": False,  # torch.compile the forward module
@@ -339,6 +342,14 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
         "train.encoder_init must be torch, kaiming or highpass",
     )
     _require(
+        isinstance(train["readout_weight"], (int, float)) and train["readout_weight"] >= 0,
+        "train.readout_weight must be a number >= 0 (0: no read-out head, as the paper)",
+    )
+    _require(
+        train["readout_weight"] == 0 or (config["stage"] == "teacher" and deg["kind"] == "realworld"),
+        "train.readout_weight applies to stage: teacher with degradation.kind: realworld; set it to 0",
+    )
+    _require(
         config["init"] is None or config["stage"] == "gan",
         "--init (config key init) only applies to stage: gan; drop it for this stage",
     )
@@ -357,6 +368,10 @@ def _validate(config: Mapping[str, Any], check_paths: bool) -> None:
             f"data.val_dir {data['val_dir']!r} is not a folder; use --set data.val_dir=/path/to/Set5 "
             "or data.val_dir=null to skip validation",
         )
+    from kdsr.training.realworld_val import realworld_validation_problem
+
+    problem = realworld_validation_problem(config)
+    _require(problem is None, str(problem))
     if data["val_sigma_dir"] is not None:
         _require(
             Path(data["val_sigma_dir"]).is_dir(),

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdsr.data.benchmark import benchmark_pairs
 from kdsr.data.cache import cache_mode
 from kdsr.data.dataset import HRImageDataset
 from kdsr.data.loader import ClassicBatches, RealWorldSource, TrainLoader, auto_workers, iteration_seed
@@ -40,6 +38,7 @@ from kdsr.training import checkpoint as ckpt_io
 from kdsr.training.config import ConfigError, dump_config, validate_config
 from kdsr.training.distributed import DistContext, all_reduce_mean, barrier, local_batch_size
 from kdsr.training.losses import kd_loss
+from kdsr.training.readout import READOUT_COLUMNS, readout_line
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "iteration_seed"]  # iteration_seed: kdsr.data.loader
 
@@ -273,6 +272,9 @@ class Trainer:
         for net in (self.model, self.teacher):
             if net is not None:
                 net.validate_inputs = False  # the trainer builds its inputs; skip the per-call NaN sync
+        from kdsr.training.readout_aux import build_readout_aux
+
+        self.readout_aux = build_readout_aux(config, self.model, self.device)  # train.readout_weight > 0
         self.gan = None
         if self.stage == "gan":
             self._init_gan(perceptual)
@@ -307,16 +309,9 @@ class Trainer:
         workers = auto_workers() if dcfg["workers"] == "auto" else dcfg["workers"]
         self.loader = TrainLoader(source, workers=workers, pin_memory=self.device.type == "cuda")
         self.val_pairs = self._load_val_pairs() if self.ctx.is_main else []
-        self.sigma_readout = None
-        if self.ctx.is_main and dcfg["val_sigma_dir"] is not None:
-            from kdsr.training.tsne import SigmaReadout
+        from kdsr.training.readout import build_validation_readout
 
-            self.sigma_readout = SigmaReadout(
-                dcfg["val_sigma_dir"],
-                config["model"]["scale"],
-                sigmas=tuple(np.round(np.linspace(deg["sig_min"], deg["sig_max"], 8), 3)),
-                crops_per_image=dcfg["val_sigma_crops"],
-            )
+        self.sigma_readout = build_validation_readout(config) if self.ctx.is_main else None
         self.iteration = 0
         self.best_psnr: float | None = None
         if resume is not None:
@@ -392,6 +387,7 @@ class Trainer:
         """Adam groups: one (train.lr) when train.lr_encoder_mult is 1, as before the option existed (so
         older checkpoints resume); else SR network (train.lr) and encoder (train.lr * lr_encoder_mult)."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        trainable += list(self.readout_aux.parameters()) if self.readout_aux is not None else []
         mult = float(self.train_cfg["lr_encoder_mult"])
         if mult == 1.0:
             return [{"params": trainable}]
@@ -407,18 +403,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- data
     def _load_val_pairs(self) -> list:
-        dcfg = self.config["data"]
-        if dcfg["val_dir"] is None:
-            return []
-        pairs = benchmark_pairs(
-            dcfg["val_dir"],
-            self.config["model"]["scale"],
-            kernels=dcfg["val_kernels"],
-            noise=dcfg["val_noise"],
-        )
-        from kdsr.training.evaluate import limit_images
+        from kdsr.training.realworld_val import validation_pairs
 
-        return limit_images(pairs, dcfg["val_max_images"])
+        return validation_pairs(self.config)
 
     def _cache_args(self) -> dict[str, Any]:
         dcfg = self.config["data"]
@@ -488,6 +475,8 @@ class Trainer:
         return self._compute_loss(lr, hr, iteration)
 
     def _compute_loss(self, lr, hr, iteration):
+        if self.stage == "teacher" and self.readout_aux is not None:
+            return self.readout_aux.teacher_loss(self.model, lr, hr, self.realworld.queue.last_aux)
         if self.stage == "teacher":
             sr = self.forward_module(lr, hr)
             l1 = F.l1_loss(sr.float(), hr)
@@ -576,6 +565,7 @@ class Trainer:
             "rng": ckpt_io.capture_rng_state(),
             "config": self.config,
             "best_psnr": self.best_psnr,
+            "readout_head": self.readout_aux.state_dict() if self.readout_aux is not None else None,
             # Only rank 0 saves, so under DDP the per-rank queues are not kept (they restart empty on resume).
             "pair_queue": self.realworld.queue.state_dict() if self._saves_queue() else None,
         }
@@ -597,6 +587,8 @@ class Trainer:
         ckpt_io.restore_rng_state(ckpt["rng"])
         self.iteration = int(ckpt["iteration"])
         self.best_psnr = ckpt.get("best_psnr")
+        if self.readout_aux is not None and ckpt.get("readout_head") is not None:
+            self.readout_aux.load_state_dict(ckpt["readout_head"])
         if self.realworld is not None and ckpt.get("pair_queue") is not None:
             self.realworld.queue.load_state_dict(ckpt["pair_queue"])
 
@@ -637,7 +629,7 @@ class Trainer:
         result = evaluate_model(model, self.val_pairs, self.config["model"]["scale"], self.device)
         stats = {"psnr": result["psnr"], "ssim": result["ssim"]}
         if self.sigma_readout is not None:
-            stats["sigma_r2"] = self.sigma_readout.r2(model)
+            stats.update(self.sigma_readout.scores(model))
         return stats
 
     # ------------------------------------------------------------------------------------------ loop
@@ -692,10 +684,10 @@ class Trainer:
                     val = self.validate()
                     result.last_val_psnr = val["psnr"]
                     logger.log_val(self.iteration, val)
-                    if self.best_psnr is None or val["psnr"] > self.best_psnr:
+                    if self.gan is None and (self.best_psnr is None or val["psnr"] > self.best_psnr):
                         self.best_psnr = val["psnr"]
                         self.save("best.pt")
-                    readout = f", σ-R² {val['sigma_r2']:.3f}" if "sigma_r2" in val else ""
+                    readout = f", {readout_line(val)}" if self.sigma_readout is not None else ""
                     bar.write(
                         f"iter {self.iteration}: val PSNR {val['psnr']:.3f} dB, "
                         f"SSIM {val['ssim']:.4f}{readout}"
@@ -737,7 +729,7 @@ class _RunLogger:
 
     TRAIN_FIELDS = ("iteration", "loss", "l1", "kd", "lr", "it_per_s")
     GAN_FIELDS = ("percep", "gan_g", "d_real", "d_fake", "out_d_real", "out_d_fake")
-    VAL_FIELDS = ("iteration", "psnr", "ssim", "sigma_r2")
+    VAL_FIELDS = ("iteration", "psnr", "ssim", *READOUT_COLUMNS)
 
     def __init__(
         self, run_dir: Path, tensorboard: bool, resume_from: int = 0, extra_fields: tuple[str, ...] = ()
@@ -795,8 +787,9 @@ class _RunLogger:
         if self.writer is not None:
             self.writer.add_scalar("val/psnr", stats["psnr"], iteration)
             self.writer.add_scalar("val/ssim", stats["ssim"], iteration)
-            if "sigma_r2" in stats:
-                self.writer.add_scalar("val/sigma_r2", stats["sigma_r2"], iteration)
+            for key in READOUT_COLUMNS:
+                if isinstance(stats.get(key), float):
+                    self.writer.add_scalar(f"val/{key}", stats[key], iteration)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -14,6 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
+# The read-outs live in kdsr.training.readout; these names stay importable from here.
+from kdsr.training.readout import (  # noqa: F401
+    READOUT_SIGMAS,
+    SigmaReadout,
+    degrade_with_sigmas,
+    encode_all,
+    sigma_r2,
+)
+
 GAUSSIAN8_X4 = (1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2)
 
 
@@ -35,112 +44,6 @@ def sample_hr_crops(hr_dir: str | Path, scale: int, lr_patch: int, count: int, s
         finally:
             np.random.set_state(state)
     return torch.stack(crops).float()
-
-
-def degrade_with_sigmas(
-    hr: torch.Tensor, scale: int, sigmas: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Degrade every crop with every iso sigma: (lr (n·k,3,p,p), hr (n·k,3,sp,sp), sigma label (n·k,))."""
-    import kdsr
-
-    lrs, hrs, labels = [], [], []
-    for sigma in sigmas:
-        kernel = kdsr.degradations.isotropic_gaussian_kernel(sigma)
-        lrs.append(kdsr.degradations.degrade(hr, kernel, scale))
-        hrs.append(hr)
-        labels.append(np.full(hr.shape[0], sigma))
-    return torch.cat(lrs), torch.cat(hrs), np.concatenate(labels)
-
-
-def sigma_r2(
-    features: np.ndarray, sigmas: np.ndarray, groups: np.ndarray | None = None, folds: int = 5
-) -> float:
-    """Cross-validated R² of a ridge regression predicting the blur σ from the vectors (N, F) float.
-
-    `groups` (N,) names the source image of each row: with it the folds are GroupKFold by image, so no
-    image is in both the fit and the test set (the honest read-out); without it, shuffled KFold.
-    1 means σ is linearly readable from the representation, 0 means no better than the mean σ.
-    """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import GroupKFold, KFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    if groups is None:
-        splits = KFold(n_splits=folds, shuffle=True, random_state=0)
-        return float(cross_val_score(model, features, sigmas, cv=splits, scoring="r2").mean())
-    n_groups = len(np.unique(groups))
-    splits = GroupKFold(n_splits=min(folds, n_groups))
-    return float(cross_val_score(model, features, sigmas, groups=groups, cv=splits, scoring="r2").mean())
-
-
-READOUT_SIGMAS = tuple(float(s) for s in np.round(np.linspace(0.2, 4.0, 8), 3))
-
-
-class SigmaReadout:
-    """A fixed probe set for the σ read-out: crops of every image of `hr_dir` blurred with each σ.
-
-    Built once (seeded); `r2(model)` encodes the probes and returns the GroupKFold-by-image R² of σ
-    from D. lr (N,3,p,p), hr (N,3,sp,sp) float32; N = images x crops x len(sigmas).
-    """
-
-    def __init__(
-        self,
-        hr_dir: str | Path,
-        scale: int = 4,
-        sigmas: Sequence[float] = READOUT_SIGMAS,
-        crops_per_image: int = 4,
-        lr_patch: int = 32,
-        seed: int = 0,
-    ):
-        import kdsr
-
-        dataset = kdsr.data.HRImageDataset(hr_dir, scale, lr_patch, augment=False)
-        n_images = len(dataset.files)
-        if n_images == 0:
-            raise ValueError(f"no images in {str(hr_dir)!r}")
-        crops, image_ids = [], []
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            state = np.random.get_state()
-            np.random.seed(seed)
-            try:
-                for index in range(n_images):
-                    for _ in range(crops_per_image):
-                        crops.append(dataset[index])
-                        image_ids.append(index)
-            finally:
-                np.random.set_state(state)
-        hr = torch.stack(crops).float()
-        self.lr, self.hr, self.sigmas = degrade_with_sigmas(hr, scale, sigmas)
-        self.groups = np.tile(np.asarray(image_ids), len(sigmas))
-        self.sigmas_used = tuple(sigmas)
-
-    def r2(self, model: nn.Module, feature: str = "d") -> float:
-        """GroupKFold-by-image R² of σ read linearly from the model's D (or D')."""
-        device = next(model.parameters()).device
-        was_training = model.training
-        feats = encode_all(model, self.lr.to(device), self.hr.to(device), feature)
-        model.train(was_training)
-        return sigma_r2(feats, self.sigmas, self.groups)
-
-
-@torch.no_grad()
-def encode_all(
-    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, feature: str = "d", batch: int = 64
-) -> np.ndarray:
-    """D (N, C) or D' (N, 4C) of `model` for every LR crop, as float64 numpy."""
-    model.eval()
-    out = []
-    for start in range(0, lr.shape[0], batch):
-        lr_b, hr_b = lr[start : start + batch], hr[start : start + batch]
-        if type(model).__name__ == "KDSRTeacher":
-            d, d_prime = model.encode(lr_b, hr_b)
-        else:
-            d, d_prime = model.encode(lr_b)
-        out.append((d if feature == "d" else d_prime).double().cpu())
-    return torch.cat(out).numpy()
 
 
 def plot_tsne(

@@ -86,16 +86,28 @@ class IDRDCRB(nn.Module):
         return self.conv(self.ddc(x, d)) + x
 
 
+def icnr_(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
+    """ICNR init (Aitken et al. 2017) of a conv feeding PixelShuffle(factor), in place: draw PyTorch's
+    default init for C_out / factor² filters and give each one to all factor² sub-pixel positions, so the
+    conv + shuffle starts as a nearest-neighbour upsampler (no checkerboard). Returns conv."""
+    sub = nn.Conv2d(conv.in_channels, conv.out_channels // factor**2, conv.kernel_size, padding=conv.padding)
+    with torch.no_grad():
+        conv.weight.copy_(sub.weight.repeat_interleave(factor**2, dim=0))
+        conv.bias.copy_(sub.bias.repeat_interleave(factor**2, dim=0))
+    return conv
+
+
 def make_upsampler(n_feats: int, scale: int) -> nn.Sequential:
-    """x2: conv(C->4C)+PixelShuffle(2); x4: that twice; x3: conv(C->9C)+PixelShuffle(3). No activations."""
+    """x2: conv(C->4C)+PixelShuffle(2); x4: that twice; x3: conv(C->9C)+PixelShuffle(3). No activations.
+    The convs start ICNR-initialised (icnr_)."""
     if scale not in SUPPORTED_SCALES:
         raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {scale!r}")
     layers: list[nn.Module] = []
     if scale == 3:
-        layers += [conv3x3(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+        layers += [icnr_(conv3x3(n_feats, 9 * n_feats), 3), nn.PixelShuffle(3)]
     else:
         for _ in range(scale.bit_length() - 1):
-            layers += [conv3x3(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+            layers += [icnr_(conv3x3(n_feats, 4 * n_feats), 2), nn.PixelShuffle(2)]
     return nn.Sequential(*layers)
 
 

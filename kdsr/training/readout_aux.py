@@ -28,11 +28,13 @@ class ReadoutAux(nn.Module):
         self.weight = float(weight)
         self.head = nn.Linear(dprime_dim, len(REALWORLD_TARGETS))
         self.register_buffer("center", torch.tensor(TARGET_CENTER, dtype=torch.float32), persistent=False)
-        self.register_buffer("half", torch.tensor(TARGET_HALF_RANGE, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "half_range", torch.tensor(TARGET_HALF_RANGE, dtype=torch.float32), persistent=False
+        )
 
     def normalise(self, targets: torch.Tensor) -> torch.Tensor:
         """Raw targets (B, 5) -> about [-1, 1] per column."""
-        return (targets.to(self.center) - self.center) / self.half
+        return (targets.to(self.center) - self.center) / self.half_range
 
     def teacher_loss(
         self, teacher: nn.Module, lr: torch.Tensor, hr: torch.Tensor, targets: torch.Tensor | None

@@ -46,8 +46,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for crops and t-SNE")
     p.add_argument(
         "--readout-dir",
-        help="HR folder for the σ read-out (default: --hr-dir): crops blurred with 8 sigmas in 0.2-4.0, "
+        nargs="+",
+        help="HR folder(s) for the read-out (default: --hr-dir): crops blurred with 8 sigmas in 0.2-4.0, "
         "ridge regression σ <- D, folds by image (no image in both fit and test); R² is printed per model",
+    )
+    p.add_argument(
+        "--readout-realworld",
+        action="store_true",
+        help="read out the real-world degradation instead of σ: each crop degraded --readout-draws times by "
+        "the Real-ESRGAN pipeline; R² of final JPEG quality, noise level and blur width of each stage",
+    )
+    p.add_argument(
+        "--readout-draws", type=positive_int, default=3, help="real-world draws per crop (default 3)"
     )
     p.add_argument(
         "--readout-crops", type=positive_int, default=4, help="crops per image for the read-out (default 4)"
@@ -66,9 +76,10 @@ def run(args) -> int:
     apply_threads(args)
     if not Path(args.hr_dir).is_dir():
         return fail("tsne", f"--hr-dir {args.hr_dir!r} is not a folder")
-    readout_dir = args.readout_dir or args.hr_dir
-    if not Path(readout_dir).is_dir():
-        return fail("tsne", f"--readout-dir {readout_dir!r} is not a folder")
+    readout_dirs = args.readout_dir or [args.hr_dir]
+    for folder in readout_dirs:
+        if not Path(folder).is_dir():
+            return fail("tsne", f"--readout-dir {folder!r} is not a folder")
     labels = args.label or [Path(c).stem if Path(c).suffix else c for c in args.checkpoint]
     if len(labels) != len(args.checkpoint):
         return fail("tsne", "give one --label per --checkpoint")
@@ -96,28 +107,6 @@ def run(args) -> int:
         seed=args.seed,
     )
     print(f"wrote {out}")
-    from kdsr.training.tsne import SigmaReadout
+    from kdsr.training.readout_report import run_readout
 
-    try:
-        probe = SigmaReadout(
-            readout_dir,
-            scale=int(model.config["scale"]),
-            crops_per_image=args.readout_crops,
-            lr_patch=args.lr_patch,
-        )
-    except ValueError as exc:  # e.g. no image large enough for the crops
-        return fail("tsne", f"σ read-out: {exc}")
-    scores = {}
-    for label, model in models.items():
-        scores[label] = probe.r2(model, args.feature)
-        print(
-            f"σ read-out R² ({Path(readout_dir).name}, σ {probe.sigmas_used[0]}-{probe.sigmas_used[-1]}, "
-            f"GroupKFold by image): {scores[label]:.3f}  {label}"
-        )
-    if args.readout_json:
-        import json
-
-        from kdsr.atomic import atomic_write_text
-
-        atomic_write_text(args.readout_json, json.dumps(scores, indent=2) + "\n")  # as `kdsr eval --json`
-    return 0
+    return run_readout(args, models, readout_dirs, int(model.config["scale"]))

@@ -43,6 +43,7 @@ def tiny_overrides(train_dir: Path, out_dir: Path, val_dir: Path | None = None, 
         "logging.val_every=2",
         "logging.save_every=2",
         "logging.tensorboard=false",
+        "train.encoder_init=torch",  # highpass_init_ needs >= 12 features; the tiny test model has 8
     ]
 
 

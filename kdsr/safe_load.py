@@ -107,9 +107,10 @@ def torch_load(
 ) -> Any:
     """torch.load `path` with weights_only=True; returns the object (tensors mapped to `map_location`).
 
-    Raises UnsafePickleError if the file needs a global the safe unpickler refuses, ValueError (one line)
-    for a truncated or non-torch file. With `trust_pickle=True` it prints a line to stderr and unpickles
-    the file fully (weights_only=False) — only for files the user trusts.
+    Raises UnsafePickleError if the file needs a global the safe unpickler refuses, ValueError (one line,
+    never torch's "retry with weights_only=False" advice) for a truncated, corrupt or non-torch file. With
+    `trust_pickle=True` it prints a line to stderr and unpickles the file fully (weights_only=False) — only
+    for files the user trusts.
     """
     if trust_pickle:
         print(
@@ -120,9 +121,7 @@ def torch_load(
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - a foreign file can raise anything; report one line
-            raise ValueError(
-                f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)})"
-            ) from exc
+            raise ValueError(_unreadable(path, exc)) from exc
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": noise for a file we may refuse anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -131,19 +130,14 @@ def torch_load(
         refused = refused_global(exc, path)
         if refused is not None:
             raise UnsafePickleError(path, refused) from None
-        raise ValueError(
-            f"cannot read {str(path)!r}: it is not a valid torch file ({_first_line(exc)})"
-        ) from None
+        raise ValueError(_unreadable(path, exc)) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         if not _looks_like_torch_file(path):
             raise ValueError(
                 f"{str(path)!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a "
                 ".pt / .safetensors file written by kdsr (model.save or a training run)"
             ) from None
-        raise ValueError(
-            f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)}); "
-            "is it complete?"
-        ) from None
+        raise ValueError(_unreadable(path, exc)) from None
 
 
 def _looks_like_torch_file(path: str | os.PathLike) -> bool:
@@ -154,6 +148,20 @@ def _looks_like_torch_file(path: str | os.PathLike) -> bool:
     except OSError:
         return True  # unreadable: let the caller's message (the OSError) stand
     return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def _unreadable(path: str | os.PathLike, exc: BaseException) -> str:
+    """One line for a file torch cannot read that refused no global: random bytes, truncation, corruption.
+
+    torch's own text for these suggests retrying with weights_only=False, which would not help and would run
+    whatever code the file holds; it is left out, keeping only the reason (e.g. "Unsupported operand 199")."""
+    text = str(exc)
+    match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    reason = (match.group(1) if match else _first_line(exc)).split(". ")[0].strip().rstrip(".,")
+    detail = type(exc).__name__ if "weights_only" in reason else f"{type(exc).__name__}: {reason}"
+    return (
+        f"cannot read {str(path)!r}: not a PyTorch checkpoint, or the file is corrupt or truncated ({detail})"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -120,7 +120,7 @@ def test_v2_teacher_sees_sharpened_gt_losses_use_plain_gt():
     reason='needs the [gan] extra: pip install --no-deps stlpips-pytorch==0.0.2 (or pip install -e ".[gan]")',
 )
 def test_offline_network_iteration():
-    from kdsr.stlpips_net import STLPIPSVGG16
+    from kdsr.metrics.stlpips_net import STLPIPSVGG16
 
     net = STLPIPSVGG16()
     stage = _stage(lambda sr, gt: net(sr, gt).mean())

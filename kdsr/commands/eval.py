@@ -112,11 +112,11 @@ def run(args) -> int:
     extra = {}
     try:
         if args.lpips:
-            from kdsr.metrics_lpips import LPIPS
+            from kdsr.metrics.lpips_net import LPIPS
 
             extra["lpips"] = LPIPS("vgg", backbone=args.lpips).to(device)
         if args.st_lpips:
-            from kdsr.stlpips_net import STLPIPSVGG16
+            from kdsr.metrics.stlpips_net import STLPIPSVGG16
 
             extra["st-lpips"] = STLPIPSVGG16().to(device)
     except RuntimeError as exc:  # LPIPSUnavailable / STLPIPSUnavailable: a missing file or extra

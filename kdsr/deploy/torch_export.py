@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
 from ..models.kdsr_model import KDSRStudent
 from .graphs import check_student
 
@@ -27,13 +27,7 @@ def export_program(model: KDSRStudent, path: str | os.PathLike | None = None) ->
     example = torch.rand(2, 3, 16, 16)
     program = torch.export.export(student, (example,), dynamic_shapes=({0: batch, 2: height, 3: width},))
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.pt2")  # torch.export.save wants a .pt2 name
-        try:
-            torch.export.save(program, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda handle: torch.export.save(program, handle))
     return program
 
 

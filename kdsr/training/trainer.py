@@ -229,7 +229,7 @@ def gan_v2(config: dict[str, Any]) -> bool:
 def build_gan_perceptual(config: dict[str, Any]) -> nn.Module:
     """The perceptual loss of stage gan from loss.perceptual.*; any problem (a missing VGG19 file, the
     [gan] extra not installed, weights given for the wrong network) becomes one ConfigError line."""
-    from kdsr.stlpips_net import STLPIPSUnavailable
+    from kdsr.metrics.stlpips_net import STLPIPSUnavailable
     from kdsr.training.perceptual import PerceptualLoss, build_perceptual
 
     percep = config["loss"]["perceptual"]

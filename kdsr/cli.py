@@ -9,10 +9,11 @@ reports bad input by returning 2 after one line on stderr, or by raising `UsageE
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from kdsr import __version__
+from kdsr.commands import degrade, export, prepare_subimages, profile, train, tsne, upscale
+from kdsr.commands import eval as eval_command
 from kdsr.commands._common import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
@@ -21,7 +22,17 @@ from kdsr.commands._common import (
     UsageError,
 )
 
-SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne", "prepare_subimages")
+COMMAND_MODULES = {
+    "upscale": upscale,
+    "export": export,
+    "profile": profile,
+    "degrade": degrade,
+    "train": train,
+    "eval": eval_command,
+    "tsne": tsne,
+    "prepare_subimages": prepare_subimages,
+}
+SUBCOMMANDS = tuple(COMMAND_MODULES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kdsr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"kdsr.commands.{name}").add_parser(sub)
+    for module in COMMAND_MODULES.values():
+        module.add_parser(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 The top-left tile is a 128-px view of the image's top-left 256x256 crop; the other eight are LR samples
 (64 px) shown 2x nearest.
 
-    python experiments/realworld_grid.py --image ../shared/data/Set14/baboon.png -o docs/realworld_lr_samples.png
+    python experiments/realworld_grid.py --image ../shared/data/Set14/baboon.png
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kdsr.degradations import RealWorldDegradation
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", required=True, help="an RGB image at least 256x256 (the README used Set14 baboon)")
+    p.add_argument("--image", required=True, help="RGB image, at least 256x256 (the figure: Set14 baboon)")
     p.add_argument("-o", "--out", default="docs/realworld_lr_samples.png", help="PNG to write")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -131,7 +131,7 @@ def torch_load(
         if refused is not None:
             raise UnsafePickleError(path, refused) from None
         raise ValueError(_unreadable(path, exc)) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - random bytes can make the unpickler raise anything (IndexError, ...)
         if not _looks_like_torch_file(path):
             raise ValueError(
                 f"{str(path)!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a "
@@ -148,6 +148,61 @@ def _looks_like_torch_file(path: str | os.PathLike) -> bool:
     except OSError:
         return True  # unreadable: let the caller's message (the OSError) stand
     return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def load_exported_program(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
+    """`torch.export.load` a .pt2 archive after checking every pickle inside it with `weights_only=True`.
+
+    torch.export.load unpickles some members fully (pickled weights, and a weights_only=False retry for the
+    rest), so a crafted .pt2 could run code. Each pickled member (``*.pt``, a weight or constant its config
+    marks ``use_pickle``, anything under ``custom_objects/``) must load with the safe unpickler first; a
+    member that needs another global raises UnsafePickleError, a file that is not a .pt2 archive ValueError.
+    The archive is read once and loaded from memory. Returns the ExportedProgram.
+    """
+    import json
+
+    data = _read_bytes(path)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"cannot read {str(path)!r}: not a torch.export archive (.pt2), or the file is corrupt; "
+            "write one with kdsr export --format torch-export"
+        ) from None
+    if not trust_pickle:
+        names = archive.namelist()
+        pickled = {n for n in names if n.endswith(".pt") or "/custom_objects/" in f"/{n}"}
+        for name in names:
+            if name.endswith("_config.json") and "/data/" in f"/{name}":
+                folder = name.rsplit("/", 1)[0]
+                entries = json.loads(archive.read(name)).get("config", {}).values()
+                pickled |= {f"{folder}/{e['path_name']}" for e in entries if e.get("use_pickle")}
+        for name in sorted(pickled):
+            _check_weights_only(archive.read(name), path, name)
+    return torch.export.load(io.BytesIO(data))
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _check_weights_only(member: bytes, path: str | os.PathLike, name: str) -> None:
+    """Load one pickled archive member with weights_only=True; UnsafePickleError / ValueError if it fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            torch.load(io.BytesIO(member), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        match = re.search(r"GLOBAL (\S+?)(?:\s| was|$)", str(exc))
+        if match:
+            raise UnsafePickleError(f"{path} ({name})", _python3_name(match.group(1))) from None
+        raise ValueError(_unreadable(f"{path} ({name})", exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a foreign member can raise anything; report one line
+        raise ValueError(_unreadable(f"{path} ({name})", exc)) from None
 
 
 def _unreadable(path: str | os.PathLike, exc: BaseException) -> str:

@@ -198,6 +198,31 @@ def test_random_bytes_are_called_corrupt_not_retried(tmp_path, capsys, head):
     assert "weights_only" not in err
 
 
+def test_exported_program_with_a_payload_is_refused(tmp_path):
+    """torch.export.load unpickles some .pt2 members fully; load_program checks each one first."""
+    from kdsr.deploy import export_program, load_program
+
+    marker = tmp_path / "PWNED"
+    legit = tmp_path / "s.pt2"
+    export_program(_tiny_student(), legit)
+    payload = io.BytesIO()
+    torch.save({"x": SubprocessPayload(marker)}, payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(legit) as src, zipfile.ZipFile(evil, "w") as dst:
+        members = [i for i in src.infolist() if i.filename.endswith(".pt")]
+        assert members, "the .pt2 archive holds no pickled member to replace"
+        for info in src.infolist():
+            dst.writestr(info, payload.getvalue() if info in members else src.read(info.filename))
+    with pytest.raises(UnsafePickleError, match="subprocess.call") as info:
+        load_program(evil)
+    assert "\n" not in str(info.value) and not marker.exists()
+    (tmp_path / "junk.pt2").write_bytes(os.urandom(256))
+    with pytest.raises(ValueError, match="not a torch.export archive"):
+        load_program(tmp_path / "junk.pt2")
+    lr = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(load_program(legit).module()(lr), export_program(_tiny_student()).module()(lr))
+
+
 # ----------------------------------------------------------------------------------------------------
 # safetensors model files
 # ----------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..models.kdsr_model import KDSRStudent
+from ..safe_load import load_exported_program
 from .graphs import check_student
 
 
@@ -31,8 +32,11 @@ def export_program(model: KDSRStudent, path: str | os.PathLike | None = None) ->
     return program
 
 
-def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
-    """An ExportedProgram saved by `export_program` (imports kdsr_kernels so the custom op is registered)."""
+def load_program(path: str | os.PathLike, trust_pickle: bool = False) -> torch.export.ExportedProgram:
+    """An ExportedProgram saved by `export_program` (imports kdsr_kernels so the custom op is registered).
+
+    Read through `kdsr.safe_load.load_exported_program`: every pickle inside the archive must load with
+    weights_only=True unless `trust_pickle=True`."""
     import kdsr_kernels  # noqa: F401 - registers torch.ops.kdsr.idr_ddc
 
-    return torch.export.load(str(path))
+    return load_exported_program(path, trust_pickle=trust_pickle)

@@ -12,13 +12,28 @@ with BCE(x, 1) = mean softplus(−x), BCE(x, 0) = mean softplus(x) over every lo
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsr.training.gan_stage import GAN_DEFAULTS, GANStage
+from kdsr.training.gan_stage import GANStage
+
+try:  # the typed settings of the config rework (restructure-train); a plain dict before it
+    from kdsr.training.gan_stage import GANSettings
+
+    def _settings(**values):
+        return GANSettings(**values)
+
+    DEFAULTS = dataclasses.asdict(GANSettings())
+except ImportError:
+    from kdsr.training.gan_stage import GAN_DEFAULTS as DEFAULTS
+
+    def _settings(**values):
+        return values
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DT = torch.float64
@@ -78,7 +93,8 @@ def _batches(n_iters: int):
 
 def _stage(settings: dict) -> tuple[GANStage, TinyStudent, TinyTeacher]:
     student, teacher = TinyStudent().to(DT), TinyTeacher().to(DT)
-    stage = GANStage(student, teacher, tiny_perceptual, _batches(2), settings={"d_num_feat": 4, **settings})
+    tiny_d = _settings(d_num_feat=4, **settings)
+    stage = GANStage(student, teacher, tiny_perceptual, _batches(2), settings=tiny_d)
     stage.disc.to(DT)  # in place: the optimizer keeps the same parameters
     return stage, student, teacher
 
@@ -149,7 +165,7 @@ def test_ema_after_two_steps_in_closed_form():
 
 def test_defaults_are_the_published_settings():
     """Spec §5c: Adam 1e-4 (0.9, 0.99) for G and D, every loss weight 1.0, τ 0.15, EMA 0.999, D width 64."""
-    assert GAN_DEFAULTS == {
+    assert DEFAULTS == {
         "lr": 1e-4,
         "betas": (0.9, 0.99),
         "ema_decay": 0.999,

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from kdsr.training.losses import KD_LOSSES
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # Epoch length of the reference code (EDSR-style repeat over DF2K, batch 64): 3450 * 18 / 64 patches.
@@ -73,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
         "lr_encoder": 2e-4,
         "encoder_lr_decay_iters": 58260,
         "gamma_encoder": 0.1,
-        "kd_loss": "kl",  # kl | l1 | l2 | none
+        "kd_loss": "kl",  # kl | kl_std | l1 | l2 | none
         "kd_weight": 1.0,
         "temperature": 0.15,
         "ema_decay": 0.0,  # 0: no EMA; e.g. 0.999 keeps an exponential moving average of the weights
@@ -111,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
 STAGES = ("teacher", "student", "gan")
 PERCEPTUAL_NETWORKS = ("vgg19", "stlpips-vgg16")
 VARIANTS = ("M", "L", "GAN", "tiny", "small")
-KD_LOSSES = ("kl", "l1", "l2", "none")
+
 DEGRADATION_KINDS = ("iso", "aniso", "realworld")
 
 

@@ -210,6 +210,8 @@ def _first_error(exc: ValidationError) -> str:
     if first["type"] == "value_error":
         return first["msg"].removeprefix("Value error, ")
     same = [e for e in errors if key(e) == key(first) and e["input"] is first["input"]]
+    if len(same) == 1 and first["type"] == "literal_error":
+        return f"{key(first)} must be one of {first['ctx']['expected']}, got {first['input']!r}"
     message = " or ".join(dict.fromkeys(e["msg"] for e in same))
     return f"config key {key(first)!r}: {message}, got {first['input']!r}"
 

@@ -100,6 +100,8 @@ class Trainer:
         self.best_psnr: float | None = None
         if resume is not None:
             self._restore(resume)
+        if self.gan is None:
+            self._set_lr(self.iteration)
 
     def _init_optimisation(self) -> None:
         """Forward module (DDP / compile), Adam and EMA of the teacher and student stages."""
@@ -157,6 +159,10 @@ class Trainer:
         self.forward_module = self.gan.g_forward
         self.optimizer = self.gan.opt_g  # G's lr is constant (the reference's 1e-4 * 0.5 ** (i // 400k))
         self.ema = self.gan.ema
+
+    def _set_lr(self, iteration: int) -> None:
+        """Set every Adam group's lr to its base lr times the schedule's factor at `iteration`."""
+        set_lr(self.optimizer, self.base_lrs, lr_factor(self.train_cfg, iteration))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Adam groups: one (train.lr) when train.lr_encoder_mult is 1, as before the option existed (so
@@ -261,9 +267,10 @@ class Trainer:
         if self.encoder_only(iteration):
             for p in self.model.sr_net.parameters():  # Adam skips params without a gradient
                 p.grad = None
-        set_lr(self.optimizer, self.base_lrs, lr_factor(self.train_cfg, iteration))
+        self._set_lr(iteration)
         current_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        self._set_lr(iteration + 1)  # param_groups show the next step's lr, as a torch scheduler does
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return {"loss": stats[0], "l1": stats[1], "kd": stats[2], "lr": current_lr}

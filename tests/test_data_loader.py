@@ -146,11 +146,11 @@ def test_cache_values_old_booleans_and_bad_ones(train_dir, tmp_path):
 
 
 def test_published_configs_use_the_disk_cache():
-    from kdsr.training.config import CONFIG_DIR, DEFAULTS
+    from kdsr.training.config import CONFIG_DIR, RunConfig
 
     paths = [p for p in CONFIG_DIR.glob("*.yaml") if "_M_" in p.name or "_L_" in p.name]
     paths += list(CONFIG_DIR.glob("realworld_x4_*.yaml"))
-    assert len(paths) == 10 and DEFAULTS["data"]["workers"] == "auto"
+    assert len(paths) == 10 and RunConfig().data.workers == "auto"
     for path in paths:
         data = yaml.safe_load(path.read_text())["data"]
         assert data["cache"] == "disk" and "workers" not in data, path.name

@@ -209,11 +209,26 @@ def _first_error(exc: ValidationError) -> str:
     first = errors[0]
     if first["type"] == "value_error":
         return first["msg"].removeprefix("Value error, ")
+    hint = _described(key(first))
+    if hint:
+        return f"{key(first)} must be {hint}, got {first['input']!r}"
     same = [e for e in errors if key(e) == key(first) and e["input"] is first["input"]]
     if len(same) == 1 and first["type"] == "literal_error":
         return f"{key(first)} must be one of {first['ctx']['expected']}, got {first['input']!r}"
     message = " or ".join(dict.fromkeys(e["msg"] for e in same))
     return f"config key {key(first)!r}: {message}, got {first['input']!r}"
+
+
+def _described(dotted: str) -> str | None:
+    """The description (what the value must be) of the field at `dotted`, if it has one."""
+    section: type[Section] | None = RunConfig
+    field = None
+    for part in dotted.split("."):
+        if section is None or part not in section.model_fields:
+            return None
+        field = section.model_fields[part]
+        section = _section_of(field.annotation)
+    return field.description if field is not None else None
 
 
 def _all_field_names() -> set[str]:

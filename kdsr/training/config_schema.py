@@ -89,9 +89,13 @@ class DataConfig(Section):
     lr_patch: PositiveInt = 64
     batch_size: PositiveInt = 64  # global batch; split evenly across DDP ranks
     augment: StrictBool = True
-    cache: Literal["ram", "disk", "none"] | StrictBool = "none"  # kdsr.data.cache; true/false = ram/none
+    cache: Literal["ram", "disk", "none"] | StrictBool = Field(  # kdsr.data.cache
+        "none", description="ram, disk or none (true/false also mean ram/none)"
+    )
     cache_dir: str | None = None  # cache: disk: where the .npy files go; None: <train_dir>/.kdsr_cache
-    workers: Literal["auto"] | NonNegativeInt = "auto"  # DataLoader processes per rank (0: in-process)
+    workers: Literal["auto"] | NonNegativeInt = Field(  # DataLoader processes per rank
+        "auto", description="auto or an int >= 0 (0: load in the training process)"
+    )
     val_dir: str | None = None  # HR folder for validation (e.g. Set5); None: no validation
     val_lr_dir: str | None = None  # real-world validation: LR folder paired with val_dir by name
     val_kernels: str = "gaussian8"

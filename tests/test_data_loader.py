@@ -12,6 +12,7 @@ import torch
 import yaml
 from test_training_support import make_image_folder, tiny_overrides
 
+import kdsr.training.build as build_module
 import kdsr.training.trainer as trainer_module
 from kdsr.cli import main
 from kdsr.data.cache import ImageStore, cache_mode
@@ -204,7 +205,7 @@ def test_teacher_is_recognised_by_type_not_by_class_name(tmp_path, monkeypatch, 
 
     teacher_file = tmp_path / "t.pt"
     teacher_file.write_bytes(b"")
-    monkeypatch.setattr(trainer_module, "load_model", lambda *a, **k: KDSRTeacher())
+    monkeypatch.setattr(build_module, "load_model", lambda *a, **k: KDSRTeacher())
     cfg = _cfg("tiny_iso_x4_student", train_dir, tmp_path, f"teacher={teacher_file}")
     with pytest.raises(ConfigError, match="not a KDSRTeacher"):
         Trainer(cfg, progress=False)

@@ -52,6 +52,13 @@ class Section(BaseModel):
             raise KeyError(key)
         return getattr(self, key)
 
+    def __eq__(self, other: object) -> bool:  # a section equals the plain dict it dumps to
+        if isinstance(other, dict):
+            return self.to_dict() == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
     def to_dict(self) -> dict[str, Any]:
         """The section as a plain nested dict (what checkpoints and config.yaml hold)."""
         return self.model_dump()

@@ -229,8 +229,12 @@ def test_train_flags_stay_typed(images, tmp_path, capsys):
         _print_config(["--config", "tiny_iso_x4_teacher", "--out-dir", "007", *sets], capsys)
     )
     assert config["logging"]["out_dir"] == "007"
-    # --set still reads YAML: a bare number is not a run name
-    assert run_cli(["train", "--config", "tiny_iso_x4_teacher", *sets, "name=2024"]) == 2
+    # --set reads a value by its field's type: a string field keeps the text, so name=2024 is "2024"
+    config = yaml.safe_load(_print_config(["--config", "tiny_iso_x4_teacher", *sets, "name=2024"], capsys))
+    assert config["name"] == "2024"
+    bad = tmp_path / "bad.yaml"  # in a YAML file a bare number is still a number, not a run name
+    bad.write_text("name: 2024\n")
+    assert run_cli(["train", "--config", str(bad), *sets]) == 2
     assert "name must be a non-empty string" in capsys.readouterr().err
 
 

@@ -9,7 +9,7 @@ import torch
 
 import kdsr
 from kdsr.training.checkpoint import capture_rng_state, restore_rng_state
-from kdsr.training.gan_stage import GANStage
+from kdsr.training.gan_stage import GANSettings, GANStage
 from kdsr.training.perceptual import PerceptualLoss, VGG19Features
 
 SCALE = 4
@@ -32,7 +32,9 @@ def _models():
 def _stage(perceptual, teacher_hr=None):
     student, teacher = _models()
     torch.manual_seed(1)
-    return GANStage(student, teacher, perceptual, _batch_for, {"d_num_feat": 8}, teacher_hr=teacher_hr)
+    return GANStage(
+        student, teacher, perceptual, _batch_for, GANSettings(d_num_feat=8), teacher_hr=teacher_hr
+    )
 
 
 def _small_vgg():

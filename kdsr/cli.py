@@ -13,15 +13,19 @@ import importlib
 import sys
 
 from kdsr import __version__
-from kdsr.commands._common import (
-    EXIT_CODES_HELP,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    KdsrArgumentParser,
-    UsageError,
-)
+from kdsr.commands._common import EXIT_CODES_HELP, KdsrArgumentParser, run_command
 
-SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne", "prepare_subimages")
+SUBCOMMANDS = (
+    "upscale",
+    "models",
+    "export",
+    "profile",
+    "degrade",
+    "train",
+    "eval",
+    "tsne",
+    "prepare_subimages",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,16 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"kdsr {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"kdsr {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP).
+
+    Every command runs under `kdsr.commands._common.run_command` (one-line errors, the exit codes); an
+    unknown flag is reported by the command's own parser (`kdsr <command>: error: ...`).
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class OnnxStudent:
         return torch.from_numpy(self.sr_session.run(["sr"], feeds)[0])
 
     def runner(self) -> TileRunner:
-        """The TileRunner `kdsr.inference.tiling.upscale_with` drives (head = identity: the SR graph applies it)."""
+        """The TileRunner `kdsr.inference.upscale_with` drives (head = identity: the SR graph applies it)."""
         return TileRunner(
             self.features,
             lambda pooled: pooled.float(),

@@ -167,9 +167,7 @@ def upscale_pixels(
             eta = Eta(work, {ENCODE: plan.speed[0], RESTORE: plan.speed[1]})
         bars = TileBars(eta, enabled=progress)
         try:
-            upscale_stream(
-                runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, degradation, None, bars
-            )
+            upscale_stream(runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, degradation, None, bars)
             break
         except Exception as exc:
             if not is_out_of_memory(exc) or (tile is not None and tile <= MIN_RETRY_TILE):
@@ -181,7 +179,9 @@ def upscale_pixels(
         finally:
             bars.close()
     if not sink.finite:
-        raise RuntimeError("the network produced NaN/Inf (float16 overflow?); run again with --precision fp32")
+        raise RuntimeError(
+            "the network produced NaN/Inf (float16 overflow?); run again with --precision fp32"
+        )
     del lr
     alpha = None if px.alpha is None else upscale_alpha(px.alpha, s)
     return Pixels(out, alpha, px.grayscale, px.bits, px.format, px.icc_profile)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ PROBE = 64
 CPU_SAFETY = 1.25
 CUDA_SAFETY = 1.15
 RSS_SAFETY = 2.0
+
 
 def _meminfo_available() -> int | None:
     try:
@@ -184,7 +184,9 @@ def measure_memory(runner, device: torch.device, how: str = "torch") -> MemoryMo
     return MemoryModel(enc_px, sr_px)
 
 
-def measure_speed(runner, clock: Callable[[], float] = time.perf_counter, repeats: int = 2) -> tuple[float, float]:
+def measure_speed(
+    runner, clock: Callable[[], float] = time.perf_counter, repeats: int = 2
+) -> tuple[float, float]:
     """(encoder, SR) seconds per LR pixel of a `TileRunner`, each the fastest of `repeats` calls on a
     PROBE x PROBE window after one warm-up call: the relative cost of the two stages of an upscale, which
     weights its progress and ETA (the absolute speed is learnt while it runs)."""

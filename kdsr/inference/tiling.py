@@ -166,7 +166,12 @@ def encoder_windows(
     for top in range(0, H, tile):
         for left in range(0, W, tile):
             bottom, right = min(top + tile, H), min(left + tile, W)
-            window = (max(top - radius, 0), min(bottom + radius, H), max(left - radius, 0), min(right + radius, W))
+            window = (
+                max(top - radius, 0),
+                min(bottom + radius, H),
+                max(left - radius, 0),
+                min(right + radius, W),
+            )
             out.append(((top, bottom, left, right), window))
     return out
 
@@ -313,7 +318,7 @@ def upscale_with(
 def sr_layout(
     image_hw: tuple[int, int], tile: int | None, tile_pad: int
 ) -> tuple[int, int, list[int], list[int]]:
-    """(win_h, win_w, row starts, column starts) of the SR windows `upscale_stream` runs on an (H, W) image."""
+    """(win_h, win_w, row starts, column starts) of `upscale_stream`'s SR windows on an (H, W) image."""
     H, W = image_hw
     win_h = H if tile is None else min(tile + 2 * tile_pad, H)
     win_w = W if tile is None else min(tile + 2 * tile_pad, W)

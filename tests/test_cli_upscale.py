@@ -156,15 +156,15 @@ def test_unreadable_files_are_reported_and_the_rest_continue(tmp_path, checkpoin
     Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "fine.png")
     out = tmp_path / "out"
     rc = main(
-        ["upscale", str(tmp_path / "broken.png"), str(tmp_path / "missing.jpg"), str(tmp_path / "fine.png"),
+        ["upscale", str(tmp_path / "broken.png"), str(tmp_path / "fine.png"),
          "-o", str(out), "--checkpoint", str(checkpoints["student"])]
     )  # fmt: skip
     assert rc == 1
     assert (out / "fine_x2.png").is_file()
     err = capsys.readouterr().err
-    assert "broken.png" in err and "cannot identify image file" in err
-    assert "missing.jpg" in err and "no such file" in err
-    assert "1/3 images written" in err
+    assert f"kdsr upscale: {tmp_path / 'broken.png'}: not an image" in err
+    assert "Error" not in err and "Traceback" not in err
+    assert "1/2 images written" in err
 
 
 @pytest.mark.parametrize(
@@ -284,7 +284,7 @@ def test_a_budget_below_the_image_arrays_fails_that_file_with_one_line(tmp_path,
     argv = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--max-memory", "100KB"]
     assert main([*argv, "--checkpoint", str(checkpoints["student"])]) == 1
     err = capsys.readouterr().err
-    assert "MemoryError" in err and "raise --max-memory" in err and "Traceback" not in err
+    assert "MemoryError" not in err and "raise --max-memory" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("where", ["file", "file/sub"])

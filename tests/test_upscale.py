@@ -1,4 +1,4 @@
-"""kdsr.upscale (kdsr/inference/tiling.py): untiled, one tile, blended tiles, one D per image, bounded tiles."""
+"""kdsr.upscale (kdsr/inference/tiling.py): untiled, one tile, blended tiles, one D per image, bounded."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ Scores are Y-channel PSNR (dB) / SSIM with a 4-pixel border at x4, as `kdsr eval
 Set14 degraded once per image by the Real-ESRGAN second-order pipeline (`kdsr degrade --realworld --seed 0`:
 blur, resize, noise, JPEG -- the closest we have to camera photos), plus ST-LPIPS (lower is better). Sources:
 kdsr/weights/README.md, docs/results/ (model_choice/: the cross-measurements that chose the default) and
-docs/cli.md. Bicubic: Gaussian8 Set5 25.869 / 0.7301, Set14 24.298 / 0.6253; real-world 22.037 / 0.5271, ST-LPIPS
-0.677.
+docs/cli.md. Bicubic: Gaussian8 Set5 25.869 / 0.7301, Set14 24.298 / 0.6253; real-world 22.037 / 0.5271,
+ST-LPIPS 0.677.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ CATALOG: tuple[ShippedModel, ...] = (
         "tiny-realworld-x4-gan",
         "student",
         "the real-world student + 800 GAN iterations (perceptual ST-LPIPS + adversarial loss)",
-        "real-world 22.005 / 0.5105, ST-LPIPS 0.544 (best); Gaussian8 Set5 25.495 / 0.6674, Set14 24.101 / 0.5862",
+        "real-world 22.005 / 0.5105, ST-LPIPS 0.544 (best); "
+        "Gaussian8 Set5 25.495 / 0.6674, Set14 24.101 / 0.5862",
         "photos when sharper texture matters more than fidelity (shows a checkerboard pattern up close)",
     ),
     ShippedModel(

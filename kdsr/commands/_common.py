@@ -41,8 +41,32 @@ class UsageError(Exception):
     returns EXIT_USAGE. The message names the problem and what to do, in one line."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without breaking lines at hyphens (model names stay whole)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
 class KdsrArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line (`kdsr <command>: error: ...; see --help`), exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

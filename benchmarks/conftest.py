@@ -5,9 +5,9 @@
   mmap() pages, so every allocation page-faults (kernel-design.md §5c: that made x.clone() 6x and the
   reference 3-4x slower). Unless KDSR_BENCH_MALLOC=default, the mmap and trim thresholds are raised with
   mallopt() at start-up, so freed buffers are reused by every implementation alike.
-* Quick by default: `pytest benchmarks/ --benchmark-only` runs the QUICK subset (stated time and memory in
-  docs/cli.md: about 2 minutes and under 1 GB peak RSS on 2 loaded cores); `--full` (or KDSR_BENCH_FULL=1)
-  runs all 46, about 10-15 minutes and 7.3 GB peak RSS. Naming a file or test runs what is named, in full.
+* Quick by default: `pytest benchmarks/ --benchmark-only` runs the QUICK subset (8 of 46; docs/cli.md has
+  what was measured); `--full` (or KDSR_BENCH_FULL=1) runs all 46: more than 330 s and 7.3 GB peak RSS
+  (issue 26's run, 27 of 46 done at 330 s). Naming a file or a test runs what is named, unfiltered.
 * Summary: the IDR-DDC benchmarks (test_bench_idr_ddc.py) print a Markdown table at the end of the session:
   median ms, GB/s, the floor (a memcpy of as many bytes, timed in the same run), distance to it, speed-up.
 """

@@ -116,7 +116,7 @@ def run(args) -> int:
     apply_threads(args)
     device = resolve_device(args.device)
     for folder in args.hr_dir:
-        check_small_images(check_folder(folder, "--hr-dir"), args.scale, args.lr_dir is None)
+        check_folder(folder, "--hr-dir")
     if args.lr_dir is not None:
         check_folder(args.lr_dir, "--lr-dir")
         if len(args.hr_dir) != 1:
@@ -133,6 +133,8 @@ def run(args) -> int:
         if model_scale != args.scale:
             return fail("eval", f"the model is x{model_scale} but --scale is {args.scale}")
         model = model.to(device).eval()
+    for folder in args.hr_dir:
+        check_small_images(Path(folder), args.scale, args.lr_dir is None)
     extra = {}
     try:
         if args.lpips:

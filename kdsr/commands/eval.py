@@ -116,7 +116,8 @@ def run(args) -> int:
     apply_threads(args)
     device = resolve_device(args.device)
     for folder in args.hr_dir:
-        check_folder(folder, "--hr-dir")
+        if not Path(folder).is_dir():  # image-less folders are named after the model and metric checks
+            raise UsageError(f"--hr-dir {folder} is not a folder; give a folder of HR images")
     if args.lr_dir is not None:
         check_folder(args.lr_dir, "--lr-dir")
         if len(args.hr_dir) != 1:
@@ -133,8 +134,6 @@ def run(args) -> int:
         if model_scale != args.scale:
             return fail("eval", f"the model is x{model_scale} but --scale is {args.scale}")
         model = model.to(device).eval()
-    for folder in args.hr_dir:
-        check_small_images(Path(folder), args.scale, args.lr_dir is None)
     extra = {}
     try:
         if args.lpips:
@@ -147,6 +146,9 @@ def run(args) -> int:
             extra["st-lpips"] = STLPIPSVGG16().to(device)
     except RuntimeError as exc:  # LPIPSUnavailable / STLPIPSUnavailable: a missing file or extra
         return fail("eval", str(exc))
+    for folder in args.hr_dir:
+        check_folder(folder, "--hr-dir")
+        check_small_images(Path(folder), args.scale, args.lr_dir is None)
     kernels = kernels_label(args.kernels)
     results = {}
     for folder in args.hr_dir:

@@ -18,7 +18,7 @@ _LAZY = {
     "KDSRStudent": "kdsr.models",
     "KDSRTeacher": "kdsr.models",
     "load": "kdsr.models",
-    "upscale": "kdsr.tiling",
+    "upscale": "kdsr.inference",
     "degradations": "kdsr.degradations",
     "metrics": "kdsr.metrics",
     "data": "kdsr.data",

@@ -12,18 +12,13 @@ import argparse
 import sys
 
 from kdsr import __version__
-from kdsr.commands import degrade, export, prepare_subimages, profile, train, tsne, upscale
+from kdsr.commands import degrade, export, models, prepare_subimages, profile, train, tsne, upscale
 from kdsr.commands import eval as eval_command
-from kdsr.commands._common import (
-    EXIT_CODES_HELP,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    KdsrArgumentParser,
-    UsageError,
-)
+from kdsr.commands._common import EXIT_CODES_HELP, KdsrArgumentParser, run_command
 
 COMMAND_MODULES = {
     "upscale": upscale,
+    "models": models,
     "export": export,
     "profile": profile,
     "degrade": degrade,
@@ -52,16 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"kdsr {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"kdsr {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP).
+
+    Every command runs under `kdsr.commands._common.run_command` (one-line errors, the exit codes); an
+    unknown flag is reported by the command's own parser (`kdsr <command>: error: ...`).
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

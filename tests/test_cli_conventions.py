@@ -79,6 +79,7 @@ SHARED = {
     "profile": {"--device", "--threads"},
     "export": {"--threads"},  # traces on the CPU
     "prepare_subimages": {"--no-progress"},  # image I/O only
+    "models": set(),  # prints the catalog
 }
 
 
@@ -120,7 +121,7 @@ BAD_INPUT = [
     ["train", "--config", "tiny_iso_x4_teacher", "--threads", "-1"],
     ["train", "--config", "tiny_iso_x4_teacher", "--out-dir", "OUT", "--set", "data.train_dir=EMPTY"],
     ["upscale", "HR", "-o", "OUT", "--checkpoint", "tiny-iso-x4-student", "--device", "cuda:abc"],
-    ["upscale", "HR", "-o", "OUT"],
+    ["upscale", "HR", "-o", "OUT", "--model", "no-such-model"],
     ["profile", "--device", "tpu"],
     ["profile", "--lr-size", "2", "2"],
     ["profile", "--backends", "nope", "--repeats", "0"],

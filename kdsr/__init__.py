@@ -11,12 +11,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it; imported on first use so `import kdsr` stays fast.
+# Public name -> module that defines it, imported on first use: `import kdsr` (and so every `kdsr.<module>`
+# import, the CLI's included) does not pay for torch and the kernels. The one lazy import in the package;
+# subpackages import their names eagerly.
 _LAZY = {
     "KDSRStudent": "kdsr.models",
     "KDSRTeacher": "kdsr.models",
     "load": "kdsr.models",
-    "upscale": "kdsr.tiling",
+    "upscale": "kdsr.inference",
     "degradations": "kdsr.degradations",
     "metrics": "kdsr.metrics",
     "data": "kdsr.data",

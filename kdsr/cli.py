@@ -9,19 +9,25 @@ reports bad input by returning 2 after one line on stderr, or by raising `UsageE
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from kdsr import __version__
-from kdsr.commands._common import (
-    EXIT_CODES_HELP,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    KdsrArgumentParser,
-    UsageError,
-)
+from kdsr.commands import degrade, export, models, prepare_subimages, profile, train, tsne, upscale
+from kdsr.commands import eval as eval_command
+from kdsr.commands._common import EXIT_CODES_HELP, KdsrArgumentParser, run_command
 
-SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne", "prepare_subimages")
+COMMAND_MODULES = {
+    "upscale": upscale,
+    "models": models,
+    "export": export,
+    "profile": profile,
+    "degrade": degrade,
+    "train": train,
+    "eval": eval_command,
+    "tsne": tsne,
+    "prepare_subimages": prepare_subimages,
+}
+SUBCOMMANDS = tuple(COMMAND_MODULES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,22 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kdsr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"kdsr.commands.{name}").add_parser(sub)
+    for module in COMMAND_MODULES.values():
+        module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"kdsr {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"kdsr {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Run one `kdsr` command; returns its exit code (see EXIT_CODES_HELP).
+
+    Every command runs under `kdsr.commands._common.run_command` (one-line errors, the exit codes); an
+    unknown flag is reported by the command's own parser (`kdsr <command>: error: ...`).
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

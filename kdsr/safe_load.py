@@ -107,9 +107,10 @@ def torch_load(
 ) -> Any:
     """torch.load `path` with weights_only=True; returns the object (tensors mapped to `map_location`).
 
-    Raises UnsafePickleError if the file needs a global the safe unpickler refuses, ValueError (one line)
-    for a truncated or non-torch file. With `trust_pickle=True` it prints a line to stderr and unpickles
-    the file fully (weights_only=False) — only for files the user trusts.
+    Raises UnsafePickleError if the file needs a global the safe unpickler refuses, ValueError (one line,
+    never torch's "retry with weights_only=False" advice) for a truncated, corrupt or non-torch file. With
+    `trust_pickle=True` it prints a line to stderr and unpickles the file fully (weights_only=False) — only
+    for files the user trusts.
     """
     if trust_pickle:
         print(
@@ -120,9 +121,7 @@ def torch_load(
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - a foreign file can raise anything; report one line
-            raise ValueError(
-                f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)})"
-            ) from exc
+            raise ValueError(f"cannot read {str(path)!r} as a torch file ({_first_line(exc)})") from exc
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": noise for a file we may refuse anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -131,19 +130,25 @@ def torch_load(
         refused = refused_global(exc, path)
         if refused is not None:
             raise UnsafePickleError(path, refused) from None
-        raise ValueError(
-            f"cannot read {str(path)!r}: it is not a valid torch file ({_first_line(exc)})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         if not _looks_like_torch_file(path):
-            raise ValueError(
-                f"{str(path)!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a "
-                ".pt / .safetensors file written by kdsr (model.save or a training run)"
-            ) from None
+            raise ValueError(_NOT_A_CHECKPOINT.format(path=str(path))) from None
+        # torch's own text here advises weights_only=False, which is wrong for a corrupt file
         raise ValueError(
-            f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {_first_line(exc)}); "
-            "is it complete?"
+            f"cannot read {str(path)!r}: it is not a valid torch file (corrupt or truncated?); pass a "
+            ".pt / .safetensors file written by kdsr (model.save or a training run)"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - random bytes can make the unpickler raise anything (IndexError, ...)
+        if not _looks_like_torch_file(path):
+            raise ValueError(_NOT_A_CHECKPOINT.format(path=str(path))) from None
+        raise ValueError(
+            f"cannot read {str(path)!r} as a torch file ({_first_line(exc)}); is it complete?"
+        ) from None
+
+
+_NOT_A_CHECKPOINT = (
+    "{path!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a .pt / .safetensors "
+    "file written by kdsr (model.save or a training run)"
+)
 
 
 def _looks_like_torch_file(path: str | os.PathLike) -> bool:
@@ -154,6 +159,75 @@ def _looks_like_torch_file(path: str | os.PathLike) -> bool:
     except OSError:
         return True  # unreadable: let the caller's message (the OSError) stand
     return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def load_exported_program(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
+    """`torch.export.load` a .pt2 archive after checking every pickle inside it with `weights_only=True`.
+
+    torch.export.load unpickles some members fully (pickled weights, and a weights_only=False retry for the
+    rest), so a crafted .pt2 could run code. Each pickled member (``*.pt``, a weight or constant its config
+    marks ``use_pickle``, anything under ``custom_objects/``) must load with the safe unpickler first; a
+    member that needs another global raises UnsafePickleError, a file that is not a .pt2 archive ValueError.
+    The archive is read once and loaded from memory. Returns the ExportedProgram.
+    """
+    import json
+
+    data = _read_bytes(path)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"cannot read {str(path)!r}: not a torch.export archive (.pt2), or the file is corrupt; "
+            "write one with kdsr export --format torch-export"
+        ) from None
+    if not trust_pickle:
+        names = archive.namelist()
+        pickled = {n for n in names if n.endswith(".pt") or "/custom_objects/" in f"/{n}"}
+        for name in names:
+            if name.endswith("_config.json") and "/data/" in f"/{name}":
+                folder = name.rsplit("/", 1)[0]
+                entries = json.loads(archive.read(name)).get("config", {}).values()
+                pickled |= {f"{folder}/{e['path_name']}" for e in entries if e.get("use_pickle")}
+        for name in sorted(pickled):
+            _check_weights_only(archive.read(name), path, name)
+    return torch.export.load(io.BytesIO(data))
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _check_weights_only(member: bytes, path: str | os.PathLike, name: str) -> None:
+    """Load one pickled archive member with weights_only=True; UnsafePickleError / ValueError if it fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            torch.load(io.BytesIO(member), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        match = re.search(r"GLOBAL (\S+?)(?:\s| was|$)", str(exc))
+        if match:
+            raise UnsafePickleError(f"{path} ({name})", _python3_name(match.group(1))) from None
+        raise ValueError(_unreadable(f"{path} ({name})", exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a foreign member can raise anything; report one line
+        raise ValueError(_unreadable(f"{path} ({name})", exc)) from None
+
+
+def _unreadable(path: str | os.PathLike, exc: BaseException) -> str:
+    """One line for a file torch cannot read that refused no global: random bytes, truncation, corruption.
+
+    torch's own text for these suggests retrying with weights_only=False, which would not help and would run
+    whatever code the file holds; it is left out, keeping only the reason (e.g. "Unsupported operand 199")."""
+    text = str(exc)
+    match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    reason = (match.group(1) if match else _first_line(exc)).split(". ")[0].strip().rstrip(".,")
+    detail = type(exc).__name__ if "weights_only" in reason else f"{type(exc).__name__}: {reason}"
+    return (
+        f"cannot read {str(path)!r}: not a PyTorch checkpoint, or the file is corrupt or truncated ({detail})"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -103,7 +103,7 @@ rows = ["| model | PSNR | SSIM | ST-LPIPS | R² JPEG | R² noise2 | D spread |",
 names, psnr, lpips = [], [], []
 for path in sorted(out.glob("eval_*.json")):
     label = path.stem[len("eval_"):]
-    ev = json.loads(path.read_text())
+    ev = next(iter(json.loads(path.read_text())["results"].values()))  # `kdsr eval --json`: one folder
     r = readout.get(label, {})
     fmt = lambda v: "–" if v is None or v == "" else f"{v:.2f}"  # noqa: E731
     spread = f"{100 * r['d_spread']:.1f} %" if "d_spread" in r else "–"

@@ -104,16 +104,16 @@ kdsr tsne --checkpoint "$TEACHER" runs/small_iso_x4_student_kl_s1/last.pt runs/s
 
 # ---- how close each student's D' is to the teacher's (KL at τ 0.15 and L1, Set14 crops x 8 σ)
 S_CKPTS=(); for tag in "${STUDENTS[@]}"; do S_CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); done
-python scripts/student_teacher_distance.py --teacher "$TEACHER" --students "${S_CKPTS[@]}" --labels "${STUDENTS[@]}" \
+python experiments/student_teacher_distance.py --teacher "$TEACHER" --students "${S_CKPTS[@]}" --labels "${STUDENTS[@]}" \
     --json "$OUT/dprime_distance.json"
 # ---- what D is worth to each SR network (own D, a constant mean D, the teacher's D), seed-1 students, Set5
 V_TAGS=(); V_CKPTS=(); for tag in "${STUDENTS[@]}"; do
   [[ $tag == *_s1 ]] && { V_TAGS+=("$tag"); V_CKPTS+=("runs/small_iso_x4_student_$tag/last.pt"); }
 done
-python scripts/dprime_value.py --teacher "$TEACHER" --students "${V_CKPTS[@]}" --labels "${V_TAGS[@]}" \
+python experiments/dprime_value.py --teacher "$TEACHER" --students "${V_CKPTS[@]}" --labels "${V_TAGS[@]}" \
     --hr-dir "$DATA/Set5" --json "$OUT/dprime_value.json"
 # ---- how peaked the teacher's softmax(D'/τ) is at the temperatures tried (entropy, top-1 probability)
-python scripts/dprime_softmax_entropy.py --checkpoint "$TEACHER" --json "$OUT/dprime_entropy.json"
+python experiments/dprime_softmax_entropy.py --checkpoint "$TEACHER" --json "$OUT/dprime_entropy.json"
 
 # ---- the shipped student (kdsr.load("iso-x4-student")): the best setting above, no KD, trained 4x longer
 # (6,000 iterations, lr halved every 2,000) from the same teacher, seed 2 (the better no-KD seed at 1,500)

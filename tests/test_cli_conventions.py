@@ -79,6 +79,7 @@ SHARED = {
     "profile": {"--device", "--threads"},
     "export": {"--threads"},  # traces on the CPU
     "prepare_subimages": {"--no-progress"},  # image I/O only
+    "models": set(),  # prints the catalog
 }
 
 
@@ -120,7 +121,7 @@ BAD_INPUT = [
     ["train", "--config", "tiny_iso_x4_teacher", "--threads", "-1"],
     ["train", "--config", "tiny_iso_x4_teacher", "--out-dir", "OUT", "--set", "data.train_dir=EMPTY"],
     ["upscale", "HR", "-o", "OUT", "--checkpoint", "tiny-iso-x4-student", "--device", "cuda:abc"],
-    ["upscale", "HR", "-o", "OUT"],
+    ["upscale", "HR", "-o", "OUT", "--model", "no-such-model"],
     ["profile", "--device", "tpu"],
     ["profile", "--lr-size", "2", "2"],
     ["profile", "--backends", "nope", "--repeats", "0"],
@@ -229,8 +230,12 @@ def test_train_flags_stay_typed(images, tmp_path, capsys):
         _print_config(["--config", "tiny_iso_x4_teacher", "--out-dir", "007", *sets], capsys)
     )
     assert config["logging"]["out_dir"] == "007"
-    # --set still reads YAML: a bare number is not a run name
-    assert run_cli(["train", "--config", "tiny_iso_x4_teacher", *sets, "name=2024"]) == 2
+    # --set reads a value by its field's type: a string field keeps the text, so name=2024 is "2024"
+    config = yaml.safe_load(_print_config(["--config", "tiny_iso_x4_teacher", *sets, "name=2024"], capsys))
+    assert config["name"] == "2024"
+    bad = tmp_path / "bad.yaml"  # in a YAML file a bare number is still a number, not a run name
+    bad.write_text("name: 2024\n")
+    assert run_cli(["train", "--config", str(bad), *sets]) == 2
     assert "name must be a non-empty string" in capsys.readouterr().err
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 from test_training_support import make_image_folder, tiny_overrides
 
+import kdsr.training.build as build_module
 import kdsr.training.trainer as trainer_module
 from kdsr.cli import main
 from kdsr.data.cache import ImageStore, cache_mode
@@ -146,11 +147,11 @@ def test_cache_values_old_booleans_and_bad_ones(train_dir, tmp_path):
 
 
 def test_published_configs_use_the_disk_cache():
-    from kdsr.training.config import CONFIG_DIR, DEFAULTS
+    from kdsr.training.config import CONFIG_DIR, RunConfig
 
     paths = [p for p in CONFIG_DIR.glob("*.yaml") if "_M_" in p.name or "_L_" in p.name]
     paths += list(CONFIG_DIR.glob("realworld_x4_*.yaml"))
-    assert len(paths) == 10 and DEFAULTS["data"]["workers"] == "auto"
+    assert len(paths) == 10 and RunConfig().data.workers == "auto"
     for path in paths:
         data = yaml.safe_load(path.read_text())["data"]
         assert data["cache"] == "disk" and "workers" not in data, path.name
@@ -204,7 +205,7 @@ def test_teacher_is_recognised_by_type_not_by_class_name(tmp_path, monkeypatch, 
 
     teacher_file = tmp_path / "t.pt"
     teacher_file.write_bytes(b"")
-    monkeypatch.setattr(trainer_module, "load_model", lambda *a, **k: KDSRTeacher())
+    monkeypatch.setattr(build_module, "load_model", lambda *a, **k: KDSRTeacher())
     cfg = _cfg("tiny_iso_x4_student", train_dir, tmp_path, f"teacher={teacher_file}")
     with pytest.raises(ConfigError, match="not a KDSRTeacher"):
         Trainer(cfg, progress=False)

@@ -7,8 +7,8 @@ import torch
 from test_training_support import make_image_folder, save_tiny_teacher, tiny_overrides
 
 from kdsr.data.dataset import HRImageDataset
+from kdsr.training.build import build_models
 from kdsr.training.config import ConfigError, load_config
-from kdsr.training.trainer import build_models
 
 
 def _relative_spread(model, lr, hr) -> float:

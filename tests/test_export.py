@@ -13,7 +13,7 @@ from kdsr.cli import main
 from kdsr.data.io import read_image
 from kdsr.degradations.resize import imresize
 from kdsr.deploy.graphs import dynamic_conv_taps, export_graphs
-from kdsr.tiling import resolve_precision
+from kdsr.inference.tiling import resolve_precision
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdsr.metrics_lpips import LPIPS, LPIPSUnavailable, lpips_heads_path
+from kdsr.metrics.lpips_net import LPIPS, LPIPSUnavailable, lpips_heads_path
 
 HAVE_LPIPS = importlib.util.find_spec("lpips") is not None
 NEED_LPIPS = pytest.mark.skipif(

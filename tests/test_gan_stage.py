@@ -9,7 +9,7 @@ import torch
 
 import kdsr
 from kdsr.training.checkpoint import capture_rng_state, restore_rng_state
-from kdsr.training.gan_stage import GANStage
+from kdsr.training.gan_stage import GANSettings, GANStage
 from kdsr.training.perceptual import PerceptualLoss, VGG19Features
 
 SCALE = 4
@@ -32,7 +32,9 @@ def _models():
 def _stage(perceptual, teacher_hr=None):
     student, teacher = _models()
     torch.manual_seed(1)
-    return GANStage(student, teacher, perceptual, _batch_for, {"d_num_feat": 8}, teacher_hr=teacher_hr)
+    return GANStage(
+        student, teacher, perceptual, _batch_for, GANSettings(d_num_feat=8), teacher_hr=teacher_hr
+    )
 
 
 def _small_vgg():
@@ -120,7 +122,7 @@ def test_v2_teacher_sees_sharpened_gt_losses_use_plain_gt():
     reason='needs the [gan] extra: pip install --no-deps stlpips-pytorch==0.0.2 (or pip install -e ".[gan]")',
 )
 def test_offline_network_iteration():
-    from kdsr.stlpips_net import STLPIPSVGG16
+    from kdsr.metrics.stlpips_net import STLPIPSVGG16
 
     net = STLPIPSVGG16()
     stage = _stage(lambda sr, gt: net(sr, gt).mean())

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from kdsr.stlpips_net import STLPIPS_INSTALL, STLPIPSVGG16, STLPIPSUnavailable, stlpips_weights_path
+from kdsr.metrics.stlpips_net import STLPIPS_INSTALL, STLPIPSVGG16, STLPIPSUnavailable, stlpips_weights_path
 
 NEED_STLPIPS = pytest.mark.skipif(
     importlib.util.find_spec("stlpips_pytorch") is None, reason=f"needs {STLPIPS_INSTALL}"

@@ -17,6 +17,7 @@ STLPIPS_MISSING = importlib.util.find_spec("stlpips_pytorch") is None
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KDSR_SLOW_TESTS") != "1", reason="~13 min; set KDSR_SLOW_TESTS=1 to run")
 @pytest.mark.skipif(STLPIPS_MISSING, reason="the GAN stage and ST-LPIPS need the [gan] extra")
 def test_recipe_runs_and_resumes(tmp_path):
     data = tmp_path / "data"

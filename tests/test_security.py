@@ -178,6 +178,51 @@ def test_trust_pickle_loads_a_legit_legacy_pickle(tmp_path, capsys):
     assert "fully unpickling" in capsys.readouterr().err and (out / "img0_x4.png").is_file()
 
 
+@pytest.mark.parametrize("head", [b"\x80", b"PK\x03\x04", b"\x80\x02"])
+def test_random_bytes_are_called_corrupt_not_retried(tmp_path, capsys, head):
+    """A .pt of random bytes that starts like a pickle or a zip: one line saying what it is, never torch's
+    advice to retry with weights_only=False; the explicit opt-in fails the same way."""
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(head + os.urandom(4096))
+    for trust in (False, True):
+        with pytest.raises(ValueError) as info:
+            kdsr.load(path, trust_pickle=trust)
+        message = str(info.value)
+        assert "not a PyTorch checkpoint, or the file is corrupt" in message and "garbage.pt" in message
+        assert "weights_only" not in message and "\n" not in message
+        assert not isinstance(info.value, UnsafePickleError)
+    capsys.readouterr()
+    image = make_image_folder(tmp_path / "img", count=1, size=8) / "img0.png"
+    assert main(["upscale", str(image), "-o", str(tmp_path / "out"), "--checkpoint", str(path)]) == 2
+    err = _one_line_error(capsys, "not a PyTorch checkpoint", "garbage.pt")
+    assert "weights_only" not in err
+
+
+def test_exported_program_with_a_payload_is_refused(tmp_path):
+    """torch.export.load unpickles some .pt2 members fully; load_program checks each one first."""
+    from kdsr.deploy import export_program, load_program
+
+    marker = tmp_path / "PWNED"
+    legit = tmp_path / "s.pt2"
+    export_program(_tiny_student(), legit)
+    payload = io.BytesIO()
+    torch.save({"x": SubprocessPayload(marker)}, payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(legit) as src, zipfile.ZipFile(evil, "w") as dst:
+        members = [i for i in src.infolist() if i.filename.endswith(".pt")]
+        assert members, "the .pt2 archive holds no pickled member to replace"
+        for info in src.infolist():
+            dst.writestr(info, payload.getvalue() if info in members else src.read(info.filename))
+    with pytest.raises(UnsafePickleError, match="subprocess.call") as info:
+        load_program(evil)
+    assert "\n" not in str(info.value) and not marker.exists()
+    (tmp_path / "junk.pt2").write_bytes(os.urandom(256))
+    with pytest.raises(ValueError, match="not a torch.export archive"):
+        load_program(tmp_path / "junk.pt2")
+    lr = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(load_program(legit).module()(lr), export_program(_tiny_student()).module()(lr))
+
+
 # ----------------------------------------------------------------------------------------------------
 # safetensors model files
 # ----------------------------------------------------------------------------------------------------
@@ -249,7 +294,7 @@ def test_no_full_unpickling_outside_the_opt_in():
     """The only weights_only=False in the package is the trust_pickle branch of kdsr.safe_load."""
     root = Path(kdsr.__file__).resolve().parents[1]
     hits = []
-    for folder in ("kdsr", "kdsr_kernels", "scripts", "benchmarks"):
+    for folder in ("kdsr", "kdsr_kernels", "scripts", "experiments", "benchmarks"):
         for source in (root / folder).rglob("*.py"):
             text = source.read_text()
             if "weights_only=False" in text or "pickle.load" in text:

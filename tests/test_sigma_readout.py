@@ -122,13 +122,13 @@ def test_sigma_r2_is_logged_at_validation(tmp_path):
 
 
 def test_old_val_log_gets_the_new_column(tmp_path):
-    from kdsr.training.trainer import _RunLogger
+    from kdsr.training.run_log import VAL_FIELDS, CsvLog
 
     log = tmp_path / "val_log.csv"
     log.write_text("iteration,psnr,ssim\n500,26.0,0.77\n")
-    _RunLogger._append(
-        log, _RunLogger.VAL_FIELDS, {"iteration": 750, "psnr": 26.5, "ssim": 0.78, "sigma_r2": 0.1}
-    )
+    csv_log = CsvLog(log, VAL_FIELDS)
+    csv_log.append({"iteration": 750, "psnr": 26.5, "ssim": 0.78, "sigma_r2": 0.1})
+    csv_log.close()
     with log.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["iteration"] for r in rows] == ["500", "750"]

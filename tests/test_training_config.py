@@ -8,8 +8,9 @@ import pytest
 from test_training_support import make_image_folder, save_tiny_teacher, tiny_overrides
 
 from kdsr.cli import main
+from kdsr.training.build import build_models
 from kdsr.training.config import ConfigError, load_config, shipped_config_names
-from kdsr.training.trainer import LRSchedule, build_models
+from kdsr.training.schedule import LRSchedule
 
 EPOCH = 971  # reference iterations per epoch (batch 64 over 3450 images x 18 repeats)
 

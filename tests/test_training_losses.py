@@ -66,3 +66,19 @@ def test_bad_kind_and_shape_mismatch_are_clear():
         kd_loss(s, s, "cosine")
     with pytest.raises(ValueError, match="same variant"):
         kd_loss(s, torch.randn(2, 16), "kl")
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+def test_kl_std_matches_hand_formula_and_sees_a_per_dimension_shift(temperature):
+    g = torch.Generator().manual_seed(17)
+    s = torch.randn(6, 24, generator=g, dtype=torch.float64) * 3 + 5
+    t = torch.randn(6, 24, generator=g, dtype=torch.float64) * 0.5 + 20  # a large shared offset
+    tn = t.numpy()
+    mean, std = tn.mean(axis=0, keepdims=True), tn.std(axis=0, keepdims=True) + 1e-6
+    zt, zs = (tn - mean) / std, (s.numpy() - mean) / std
+    p_t, p_s = _softmax(zt / temperature), _softmax(zs / temperature)
+    expected = (p_t * (np.log(p_t) - np.log(p_s))).sum() / s.shape[0]
+    np.testing.assert_allclose(kd_loss(s, t, "kl_std", temperature).item(), expected, rtol=1e-9, atol=1e-12)
+    assert kd_loss(t, t, "kl_std", temperature).abs().item() < 1e-12
+    shift = torch.linspace(-1.0, 1.0, 24, dtype=torch.float64)  # a per-dimension shift of the student
+    assert kd_loss(t + shift, t, "kl_std", temperature).item() > 1e-3

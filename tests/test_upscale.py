@@ -1,4 +1,4 @@
-"""kdsr.upscale (kdsr/tiling.py): untiled, one tile, blended tiles, one D per image, bounded tiles."""
+"""kdsr.upscale (kdsr/inference/tiling.py): untiled, one tile, blended tiles, one D per image, bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import kdsr
-from kdsr.tiling import _axis_weights, estimate_degradation, window_starts
+from kdsr.inference.tiling import _axis_weights, estimate_degradation, window_starts
 
 # Stated tolerance for tiles with less context than the network's receptive field (random-weight tiny model,
 # tile 12, tile_pad 4 < radius 7): measured max |diff| ~2.5e-3, mean ~6e-5 on outputs with std ~0.07.
@@ -160,7 +160,7 @@ def test_teacher_is_rejected():
 # streaming and the memory budget (kdsr upscale --tile auto)
 # ----------------------------------------------------------------------------------------------------
 def test_stream_hands_every_output_row_once_in_order(model):
-    from kdsr.tiling import runner_for, upscale_stream
+    from kdsr.inference.tiling import runner_for, upscale_stream
 
     lr = smooth_image(1, 40, 30, seed=4)
     whole = kdsr.upscale(model, lr, tile=12, tile_pad=4)
@@ -177,19 +177,31 @@ def test_stream_hands_every_output_row_once_in_order(model):
             torch.testing.assert_close(torch.cat([b for _, b in blocks], dim=2), whole, rtol=0, atol=0)
 
 
+def hand_counted_host_bytes(s: int, win_h: int, win_w: int, width: int) -> int:
+    """The blending's float32 host buffers at batch 1, written out by hand (not from the code's helper):
+    the band (3 x s*win_h x s*W) and its shifted copy, one window's output (3 x s*win_h x s*win_w) and its
+    weighted product, and three 64-row flush temporaries (3 x 64 x s*W)."""
+    band = 3 * (s * win_h) * (s * width) * 4
+    window = 3 * (s * win_h) * (s * win_w) * 4
+    flush = 3 * (3 * 64 * (s * width) * 4)
+    return 2 * band + 2 * window + flush
+
+
 def test_plan_tile_fits_the_budget():
-    from kdsr.tiling import MIN_AUTO_TILE, MemoryModel, _band_bytes, plan_tile
+    from kdsr.inference.memory import MIN_AUTO_TILE, MemoryModel, plan_tile
 
     mem = MemoryModel(encoder_per_px=1000.0, sr_per_px=5000.0, overhead=0)
     hw, s, pad, radius = (300, 400), 4, 10, 6
-    assert plan_tile(mem, hw, s, pad, radius, budget=5000 * 300 * 400 + 10**7) is None  # fits untiled
+    untiled_flush = 3 * (3 * 64 * (s * 400) * 4)
+    assert plan_tile(mem, hw, s, pad, radius, budget=5000 * 300 * 400 + untiled_flush) is None  # fits
+    assert plan_tile(mem, hw, s, pad, radius, budget=5000 * 300 * 400 + untiled_flush - 1) is not None
     budget, fixed = 200 * 2**20, 50 * 2**20
     tile = plan_tile(mem, hw, s, pad, radius, budget, fixed)
     assert MIN_AUTO_TILE <= tile < 400
 
     def cost(t):
         win = (min(t + 2 * pad, 300), min(t + 2 * pad, 400))
-        return fixed + 5000 * win[0] * win[1] + _band_bytes(1, s, *win, 400)
+        return fixed + 5000 * win[0] * win[1] + hand_counted_host_bytes(s, *win, 400)
 
     assert cost(tile) <= budget < cost(tile + 1)  # the largest tile that fits
     # CUDA: the device budget bounds the network, the host budget the band and the arrays
@@ -199,6 +211,29 @@ def test_plan_tile_fits_the_budget():
         plan_tile(mem, hw, s, pad, radius, budget=fixed, fixed=fixed)
 
 
+def test_the_streamer_allocates_what_the_planner_counts():
+    """upscale_stream's measured host peak (torch's allocator, profiled) with a runner that allocates only its
+    output lies between the band alone and the planner's count of every buffer (both hand-counted)."""
+    from kdsr.inference.memory import StreamBuffers
+    from kdsr.inference.probe import _profiled_peak
+    from kdsr.inference.tiling import TileRunner, upscale_stream
+
+    s, H, W, tile, pad = 4, 70, 90, 24, 4
+    runner = TileRunner(
+        features=lambda x: x,
+        head=lambda pooled: pooled.float(),
+        sr=lambda x, d: F.interpolate(x, scale_factor=s, mode="nearest"),
+        encoder_radius=0,
+        scale=s,
+    )
+    image = torch.rand(1, 3, H, W)
+    peak = _profiled_peak(lambda: upscale_stream(runner, image, lambda y, b: None, tile, pad))
+    win = tile + 2 * pad
+    band = 3 * (s * win) * (s * W) * 4
+    assert StreamBuffers(1, s, win, win, W).peak_bytes() == hand_counted_host_bytes(s, win, win, W)
+    assert band <= peak <= hand_counted_host_bytes(s, win, win, W) + 64 * 1024, (band, peak)
+
+
 def test_measured_peak_bounds_a_real_run():
     """The probe's bytes per pixel x a large window's pixels >= the resident-set growth of running it in a
     fresh process (encoder and SR network of the shipped tiny model, fp32 and bf16)."""
@@ -206,14 +241,15 @@ def test_measured_peak_bounds_a_real_run():
     import subprocess
     import sys
 
-    from kdsr.tiling import measure_memory, runner_for
+    from kdsr.inference.probe import measure_memory
+    from kdsr.inference.tiling import runner_for
 
     child = r"""
 import json, sys, torch
 torch.set_num_threads(1)
 import kdsr
-from kdsr.memory import _rss_peak
-from kdsr.tiling import runner_for
+from kdsr.inference.probe import _rss_peak
+from kdsr.inference.tiling import runner_for
 m = kdsr.load("tiny-iso-x4-student")
 out = {}
 for precision in ("fp32", "bf16"):
@@ -238,7 +274,7 @@ print(json.dumps(out))
 
 
 def test_parse_size():
-    from kdsr.memory import parse_size
+    from kdsr.inference.memory import parse_size
 
     assert parse_size("2GiB") == 2 * 1024**3 and parse_size("800MB") == 800 * 1000**2
     assert parse_size("1.5 gb") == 1_500_000_000 and parse_size("4096") == 4096
@@ -247,15 +283,12 @@ def test_parse_size():
             parse_size(bad)
 
 
-def test_default_budget_is_half_the_free_memory_capped_beyond_the_arrays(monkeypatch):
-    from kdsr import memory
+def test_default_budget_is_half_the_free_memory_capped_beyond_the_arrays():
+    from kdsr.inference.memory import DEFAULT_WORK_CAP, default_budget
 
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
-    assert memory.default_budget(cpu, fixed=0) == memory.DEFAULT_WORK_CAP == 2**30
-    assert memory.default_budget(cpu, fixed=3 * 2**30) == 4 * 2**30  # arrays + 1 GiB
-    assert memory.default_budget(cpu, fixed=9 * 2**30) == 5 * 2**30  # half of what is free
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 40 * 2**30)
-    assert memory.default_budget(torch.device("cuda"), fixed=0) == 32 * 2**30  # 80% of free VRAM, no cap
-    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
-    assert memory.default_budget(cpu, fixed=5) == 5 + 2**30
+    free = 10 * 2**30  # the machine's free memory is an input: no monkeypatching of /proc readers
+    assert default_budget("cpu", free, fixed=0) == DEFAULT_WORK_CAP == 2**30
+    assert default_budget("cpu", free, fixed=3 * 2**30) == 4 * 2**30  # arrays + 1 GiB
+    assert default_budget("cpu", free, fixed=9 * 2**30) == 5 * 2**30  # half of what is free
+    assert default_budget("cuda", 40 * 2**30, fixed=0) == 32 * 2**30  # 80% of free VRAM, no cap
+    assert default_budget("cpu", None, fixed=5) == 5 + 2**30

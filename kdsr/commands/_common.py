@@ -1,11 +1,25 @@
-"""What every `kdsr` command shares: exit codes, the one-line error convention, and the flags defined
-once (`--device`, `--threads`, `--no-progress`, `--trust-checkpoint`, `--kernels`) so they read the same."""
+"""What every `kdsr` command shares: exit codes, the one-line error convention, the flags defined once
+(`--device`, `--threads`, `--no-progress`, `--trust-checkpoint`, `--kernels`) so they read the same, the one
+image scan, and the wording of errors.
+
+The user contract (enforced by `kdsr.cli.main` through `run_command`, tested table-driven over every command):
+* bad usage or input -- command line, a missing path, a folder without images, a config, checkpoint or
+  device -- is one line `kdsr <command>: error: <what, and what to do>` and exit code 2, before any work and
+  before any output folder is created;
+* a file that fails while processing is one line `kdsr <command>: <file>: <reason in words>` ("not an
+  image", "file is truncated") and, once the rest is done, exit code 1;
+* no traceback and no Python exception names in any message (KDSR_DEBUG=1 re-raises, for bug reports).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import NoReturn
 
 # ---------------------------------------------------------------------------------------------- exit codes
@@ -27,8 +41,32 @@ class UsageError(Exception):
     returns EXIT_USAGE. The message names the problem and what to do, in one line."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without breaking lines at hyphens (model names stay whole)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
 class KdsrArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line (`kdsr <command>: error: ...; see --help`), exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -140,3 +178,126 @@ def kernels_arg(text: str) -> str | list[float]:
 def kernels_label(kernels: str | list[float]) -> str:
     """The --kernels value as the user would type it (for tables and JSON)."""
     return kernels if isinstance(kernels, str) else ",".join(f"{s:g}" for s in kernels)
+
+
+# ---------------------------------------------------------------------------------------------- images
+def scan_images(inputs: Iterable[str | os.PathLike], command: str = "") -> list[Path]:
+    """The image files of `inputs`: files named directly (any extension Pillow reads), plus the files with
+    one of kdsr.data.io.IMAGE_EXTENSIONS directly inside named folders (sorted by name).
+
+    Raises UsageError (exit 2) for a missing path, or a folder without images (the message names the folder
+    and the extensions looked for). `command` is unused; it keeps call sites readable.
+    """
+    from kdsr.data.io import IMAGE_EXTENSIONS, list_images
+
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            try:
+                files += list_images(path)
+            except ValueError:
+                raise UsageError(
+                    f"no images in {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); give image files or a "
+                    "folder holding some"
+                ) from None
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return files
+
+
+def check_folder(path: str | os.PathLike, flag: str) -> Path:
+    """`path` as an existing folder of images to read; UsageError naming `flag` otherwise (missing path, a
+    file, or a folder without images)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{flag} {folder} {what}; give a folder of images")
+    scan_images([folder])
+    return folder
+
+
+def check_output_folder(outdir: str | os.PathLike, flag: str = "-o") -> Path:
+    """Check that `outdir` is a folder or can be created as one, WITHOUT creating it (commands create it
+    when they write their first file, so a failed run leaves nothing behind). UsageError otherwise."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"{flag} {outdir} is an existing file; give a folder (created if missing)")
+    for parent in outdir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {outdir}: {parent} is a file, not a folder; give a folder path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(
+                    f"{flag} {outdir}: cannot create a folder inside {parent} (permission denied)"
+                )
+            break
+    return outdir
+
+
+# ---------------------------------------------------------------------------------------------- wording
+_EXCEPTION_NAME = re.compile(r"\b(?:[a-z_]+\.)*[A-Z][A-Za-z]*(?:Error|Exception|Warning)\b:?\s*")
+
+
+def error_words(exc: BaseException) -> str:
+    """What went wrong, in words, on one line: "not an image", "file is truncated", "no such file", ...,
+    else the exception's own message -- never the exception's class name."""
+    from PIL import Image, UnidentifiedImageError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (or a format Pillow cannot read)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "image too large to decode safely (Pillow's decompression-bomb limit)"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    if isinstance(exc, (OSError, SyntaxError)) and re.search(
+        r"truncated|unexpected end|broken data", text, re.I
+    ):
+        return "file is truncated (incomplete download or copy?)"
+    if isinstance(exc, OSError) and exc.strerror and not text:
+        return exc.strerror.lower()
+    text = _EXCEPTION_NAME.sub("", text).strip(" :")
+    return text or "failed with an unexpected error (run with KDSR_DEBUG=1 for details)"
+
+
+def say_file_error(command: str, path: str | os.PathLike, exc: BaseException) -> None:
+    """Print the per-file failure line `kdsr <command>: <path>: <reason in words>` to stderr."""
+    print(f"kdsr {command}: {path}: {error_words(exc)}", file=sys.stderr)
+
+
+def run_command(command: str, func: Callable[[argparse.Namespace], int | None], args) -> int:
+    """Run a command's `func(args)` under the user contract: UsageError and a checkpoint / path / device
+    problem raised before any work -> one line, EXIT_USAGE; any other error -> one line, EXIT_FAILED;
+    Ctrl-C -> EXIT_INTERRUPTED. KDSR_DEBUG=1 re-raises (for a traceback)."""
+    from kdsr.device import DeviceError
+    from kdsr.safe_load import CheckpointError
+
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"kdsr {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("KDSR_DEBUG") == "1":
+            raise
+        usage = isinstance(exc, UsageError | CheckpointError | DeviceError)
+        return fail(command, error_words(exc), EXIT_USAGE if usage else EXIT_FAILED)
+
+
+def load_model(name: str, device, *, flag: str = "--checkpoint", trust: bool = False, **kwargs):
+    """`kdsr.load(name, map_location=device, trust_pickle=trust, **kwargs)`; a missing file, unknown shipped
+    name or unreadable checkpoint becomes a UsageError (exit 2) naming `flag`."""
+    import kdsr
+
+    try:
+        return kdsr.load(name, map_location=device, trust_pickle=trust, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        text = _EXCEPTION_NAME.sub("", " ".join(str(exc).split())).removeprefix("kdsr.load: ")
+        raise UsageError(f"{flag} {name}: {text or 'cannot be loaded'}") from None

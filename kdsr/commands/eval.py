@@ -14,12 +14,16 @@ from pathlib import Path
 from kdsr.atomic import atomic_write_text
 from kdsr.commands._common import (
     KERNELS_HELP,
+    UsageError,
     add_runtime_flags,
     add_trust_checkpoint_flag,
     apply_threads,
+    check_folder,
+    check_output_folder,
     fail,
     kernels_arg,
     kernels_label,
+    load_model,
     positive_int,
     resolve_device,
 )
@@ -81,6 +85,29 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_small_images(folder: Path, scale: int, synthetic: bool = True) -> None:
+    """UsageError naming the first image of `folder` too small to evaluate at `scale` (headers only): LR
+    MIN_LR_SIZE pixels a side, an 11-pixel SSIM window inside the `scale` border, and (synthetic) the 21x21
+    test kernels inside the image cropped to a multiple of the scale."""
+    from PIL import Image
+
+    from kdsr.data.io import list_images
+    from kdsr.models.checks import MIN_LR_SIZE
+
+    need = max(MIN_LR_SIZE * scale, 11 + 2 * scale, -(-21 // scale) * scale if synthetic else 0)
+    for path in list_images(folder):
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except OSError:
+            continue  # not an image: reported, with its name, when it is read
+        if min(width, height) < need:
+            raise UsageError(
+                f"{path} is {width}x{height} pixels; eval at x{scale} needs images of at least {need}x{need} "
+                "(remove it or use a larger image)"
+            )
+
+
 def run(args) -> int:
     """Evaluate and print a table; returns 0, or 2 (one line) on bad input or an unreadable checkpoint."""
     import kdsr
@@ -89,22 +116,20 @@ def run(args) -> int:
     apply_threads(args)
     device = resolve_device(args.device)
     for folder in args.hr_dir:
-        if not Path(folder).is_dir():
-            return fail("eval", f"--hr-dir {folder!r} is not a folder")
-    if args.lr_dir is not None and len(args.hr_dir) != 1:
-        return fail("eval", "--lr-dir takes exactly one --hr-dir (its HR partner folder)")
+        if not Path(folder).is_dir():  # image-less folders are named after the model and metric checks
+            raise UsageError(f"--hr-dir {folder} is not a folder; give a folder of HR images")
+    if args.lr_dir is not None:
+        check_folder(args.lr_dir, "--lr-dir")
+        if len(args.hr_dir) != 1:
+            return fail("eval", "--lr-dir takes exactly one --hr-dir (its HR partner folder)")
+    if args.json_out:
+        check_output_folder(Path(args.json_out).parent, "--json")
     if args.checkpoint == BICUBIC:
         model = BICUBIC
     else:
-        try:
-            model = kdsr.load(
-                args.checkpoint,
-                map_location=device,
-                fused_kernels=args.fused_kernels,
-                trust_pickle=args.trust_checkpoint,
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            return fail("eval", f"cannot load {args.checkpoint!r}: {exc}")
+        model = load_model(
+            args.checkpoint, device, trust=args.trust_checkpoint, fused_kernels=args.fused_kernels
+        )
         model_scale = int(getattr(model, "config", {}).get("scale", args.scale))
         if model_scale != args.scale:
             return fail("eval", f"the model is x{model_scale} but --scale is {args.scale}")
@@ -112,15 +137,18 @@ def run(args) -> int:
     extra = {}
     try:
         if args.lpips:
-            from kdsr.metrics_lpips import LPIPS
+            from kdsr.metrics.lpips_net import LPIPS
 
             extra["lpips"] = LPIPS("vgg", backbone=args.lpips).to(device)
         if args.st_lpips:
-            from kdsr.stlpips_net import STLPIPSVGG16
+            from kdsr.metrics.stlpips_net import STLPIPSVGG16
 
             extra["st-lpips"] = STLPIPSVGG16().to(device)
     except RuntimeError as exc:  # LPIPSUnavailable / STLPIPSUnavailable: a missing file or extra
         return fail("eval", str(exc))
+    for folder in args.hr_dir:
+        check_folder(folder, "--hr-dir")
+        check_small_images(Path(folder), args.scale, args.lr_dir is None)
     kernels = kernels_label(args.kernels)
     results = {}
     for folder in args.hr_dir:

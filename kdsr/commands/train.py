@@ -124,7 +124,7 @@ def run(args) -> int:
         print(dump_config(config))
         return 0
     try:
-        ctx = init_distributed(config["device"])
+        ctx = init_distributed(config.device)
     except DeviceError as exc:
         return fail("train", f"device: {exc}")
     try:
@@ -153,6 +153,6 @@ def run(args) -> int:
         ran = result.iteration - start
         print(
             f"done: ran {ran} iteration{'s' if ran != 1 else ''} ({start} → {result.iteration} of "
-            f"{config['train']['iters']}) in {result.wall_s:.1f} s{best}; checkpoints in {result.run_dir}"
+            f"{config.train.iters}) in {result.wall_s:.1f} s{best}; checkpoints in {result.run_dir}"
         )
     return 0

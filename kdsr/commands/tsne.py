@@ -11,7 +11,10 @@ from kdsr.commands._common import (
     add_runtime_flags,
     add_trust_checkpoint_flag,
     apply_threads,
+    check_folder,
+    check_output_folder,
     fail,
+    load_model,
     positive_int,
     resolve_device,
 )
@@ -70,16 +73,14 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Write the PNG; returns 0, or 2 (one line) on bad input or a checkpoint that cannot be loaded."""
-    import kdsr
     from kdsr.training.tsne import GAUSSIAN8_X4, plot_tsne
 
     apply_threads(args)
-    if not Path(args.hr_dir).is_dir():
-        return fail("tsne", f"--hr-dir {args.hr_dir!r} is not a folder")
+    check_folder(args.hr_dir, "--hr-dir")
     readout_dirs = args.readout_dir or [args.hr_dir]
     for folder in readout_dirs:
-        if not Path(folder).is_dir():
-            return fail("tsne", f"--readout-dir {folder!r} is not a folder")
+        check_folder(folder, "--readout-dir")
+    check_output_folder(Path(args.output).parent, "-o")
     labels = args.label or [Path(c).stem if Path(c).suffix else c for c in args.checkpoint]
     if len(labels) != len(args.checkpoint):
         return fail("tsne", "give one --label per --checkpoint")
@@ -87,10 +88,7 @@ def run(args) -> int:
     models = {}
     scales = set()
     for label, name in zip(labels, args.checkpoint, strict=True):
-        try:
-            model = kdsr.load(name, map_location=device, trust_pickle=args.trust_checkpoint)
-        except (OSError, ValueError, KeyError) as exc:
-            return fail("tsne", f"cannot load {name!r}: {exc}")
+        model = load_model(name, device, trust=args.trust_checkpoint)
         models[label] = model.to(device).eval()
         scales.add(int(model.config["scale"]))
     if len(scales) != 1:

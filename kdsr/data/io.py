@@ -36,6 +36,7 @@ __all__ = [
     "read_image_uint8",
     "read_samples",
     "image_bits",
+    "image_header",
     "samples_to_float",
     "SAMPLE_DTYPES",
     "write_pixels",
@@ -171,6 +172,21 @@ def read_pixels(path: str | os.PathLike) -> Pixels:
     return Pixels(np.ascontiguousarray(arr[..., :3]), alpha, grayscale, 8, fmt, icc)
 
 
+def image_header(path: str | os.PathLike) -> tuple[str, bool, int]:
+    """(Pillow format name, has alpha, bits 8 | 16) of an image file from its header, without decoding.
+
+    Raises FileNotFoundError / OSError as `PIL.Image.open` for a missing or unrecognised file.
+    """
+    path = Path(path)
+    with Image.open(path) as img:
+        alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+        wide = _wide_colour(path, img)
+        if wide is not None:
+            alpha = wide[1] == "rgba"
+        bits = 16 if wide is not None or img.mode in _WIDE_GRAY_MODES else 8
+        return img.format or "PNG", alpha, bits
+
+
 def pixels_to_tensor(px: Pixels) -> torch.Tensor:
     """Pixels -> (3, H, W) float32 tensor in [0, 1] (sample / 255 or / 65535; alpha dropped)."""
     chw = torch.from_numpy(np.ascontiguousarray(px.rgb.transpose(2, 0, 1)).astype(np.float32))
@@ -282,7 +298,7 @@ def write_pixels(path: str | os.PathLike, px: Pixels, *, jpeg_quality: int = JPE
     pil = Image.fromarray(samples[..., 0] if samples.shape[-1] == 1 else samples)  # L, LA, RGB or RGBA
     if pil.mode == "LA" and fmt in ("BMP", "WEBP"):
         pil = pil.convert("RGBA")
-    options: dict = {"quality": jpeg_quality} if fmt == "JPEG" else {}
+    options: dict = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
     if px.icc_profile:
         options["icc_profile"] = px.icc_profile
     return atomic_write(path, lambda handle: pil.save(handle, format=fmt, **options))

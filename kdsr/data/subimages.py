@@ -64,7 +64,6 @@ def extract_subimages(
     files = list_images(src)
     if dst.resolve() == src.resolve():
         raise ValueError(f"OUT_DIR must differ from IN_DIR ({src}); the tiles would mix with the images")
-    dst.mkdir(parents=True, exist_ok=True)
     report = SubimageReport(skipped=[])
     for path in tqdm(files, desc="sub-images", unit="img", disable=not progress):
         try:

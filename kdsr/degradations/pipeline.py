@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from .kernels import anisotropic_gaussian_kernel, isotropic_gaussian_kernel
 from .resize import imresize
 
-__all__ = ["blur", "add_noise", "quantize", "degrade", "ClassicDegradation"]
+__all__ = ["blur", "add_noise", "quantize", "degrade", "ClassicDegradation", "CLASSIC_KINDS"]
+
+CLASSIC_KINDS = ("iso", "aniso")  # ClassicDegradation(kind=...): isotropic / anisotropic Gaussian blur
 
 
 def _check_image(img: torch.Tensor, name: str = "hr") -> None:
@@ -240,7 +242,7 @@ class ClassicDegradation:
         per_sample: bool = True,
         kernel_size: int = 21,
     ) -> None:
-        if kind not in ("iso", "aniso"):
+        if kind not in CLASSIC_KINDS:
             raise ValueError(f"kind must be 'iso' or 'aniso', got {kind!r}")
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")

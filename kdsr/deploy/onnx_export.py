@@ -11,6 +11,7 @@ kdsr.encoder_file, kdsr.config) is all the runner needs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_bytes
 from ..models.kdsr_model import KDSRStudent
 from .graphs import export_graphs
 
@@ -31,42 +33,29 @@ def encoder_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.encoder.onnx")
 
 
-def _write_atomic(model_proto, path: Path) -> None:
-    import onnx
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        onnx.save(model_proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _export(module: torch.nn.Module, args: tuple, names: list[str], axes: dict, path: Path, meta: dict):
+    """Export `module` to an in-memory ONNX graph, add `meta`, check it and write it to `path` atomically."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.export.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            # dynamo=False: the TorchScript exporter; same result as dynamo=True here, 20x faster.
-            torch.onnx.export(
-                module,
-                args,
-                str(tmp),
-                input_names=names[: len(args)],
-                output_names=names[len(args) :],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        proto = onnx.load(str(tmp))
-    finally:
-        tmp.unlink(missing_ok=True)
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # dynamo=False: the TorchScript exporter; same result as dynamo=True here, 20x faster.
+        torch.onnx.export(
+            module,
+            args,
+            graph,
+            input_names=names[: len(args)],
+            output_names=names[len(args) :],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    proto = onnx.load_from_string(graph.getvalue())
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomic(proto, path)
+    atomic_write_bytes(path, proto.SerializeToString())
 
 
 def export_onnx(model: KDSRStudent, path: str | os.PathLike) -> tuple[Path, Path]:

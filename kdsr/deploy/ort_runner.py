@@ -4,7 +4,7 @@
     sr = student.upscale(lr, tile=256)                # (B, 3, H, W) float in [0, 1] -> (B, 3, sH, sW)
 
 No model code runs: the two graphs go through onnxruntime's CPU execution provider; the tiling, blending
-and the float64 pooled average are `kdsr.tiling`'s own (torch tensors only carry the pixels).
+and the float64 pooled average are `kdsr.inference.tiling`'s own (torch tensors only carry the pixels).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tiling import Progress, TileRunner, upscale_with
+from ..inference.tiling import Progress, TileRunner, upscale_with
 from .onnx_export import FORMAT
 
 
@@ -69,7 +69,7 @@ class OnnxStudent:
         return torch.from_numpy(self.sr_session.run(["sr"], feeds)[0])
 
     def runner(self) -> TileRunner:
-        """The TileRunner `kdsr.tiling.upscale_with` drives (head = identity: the SR graph applies it)."""
+        """The TileRunner `kdsr.inference.upscale_with` drives (head = identity: the SR graph applies it)."""
         return TileRunner(
             self.features,
             lambda pooled: pooled.float(),

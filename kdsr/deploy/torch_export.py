@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
 from ..models.kdsr_model import KDSRStudent
+from ..safe_load import load_exported_program
 from .graphs import check_student
 
 
@@ -27,18 +28,15 @@ def export_program(model: KDSRStudent, path: str | os.PathLike | None = None) ->
     example = torch.rand(2, 3, 16, 16)
     program = torch.export.export(student, (example,), dynamic_shapes=({0: batch, 2: height, 3: width},))
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.pt2")  # torch.export.save wants a .pt2 name
-        try:
-            torch.export.save(program, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda handle: torch.export.save(program, handle))
     return program
 
 
-def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
-    """An ExportedProgram saved by `export_program` (imports kdsr_kernels so the custom op is registered)."""
+def load_program(path: str | os.PathLike, trust_pickle: bool = False) -> torch.export.ExportedProgram:
+    """An ExportedProgram saved by `export_program` (imports kdsr_kernels so the custom op is registered).
+
+    Read through `kdsr.safe_load.load_exported_program`: every pickle inside the archive must load with
+    weights_only=True unless `trust_pickle=True`."""
     import kdsr_kernels  # noqa: F401 - registers torch.ops.kdsr.idr_ddc
 
-    return torch.export.load(str(path))
+    return load_exported_program(path, trust_pickle=trust_pickle)

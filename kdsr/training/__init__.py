@@ -6,18 +6,16 @@ Trainer(config).run()
 """
 
 from kdsr.training.config import ConfigError, load_config
+from kdsr.training.evaluate import evaluate_model
 from kdsr.training.losses import kd_loss
+from kdsr.training.trainer import Trainer, TrainingDiverged, TrainResult
 
-__all__ = ["ConfigError", "Trainer", "TrainingDiverged", "evaluate_model", "kd_loss", "load_config"]
-
-
-def __getattr__(name: str):
-    if name in ("Trainer", "TrainingDiverged", "TrainResult"):
-        from kdsr.training import trainer
-
-        return getattr(trainer, name)
-    if name == "evaluate_model":
-        from kdsr.training.evaluate import evaluate_model
-
-        return evaluate_model
-    raise AttributeError(f"module 'kdsr.training' has no attribute {name!r}")
+__all__ = [
+    "ConfigError",
+    "Trainer",
+    "TrainResult",
+    "TrainingDiverged",
+    "evaluate_model",
+    "kd_loss",
+    "load_config",
+]

@@ -2,9 +2,12 @@
 
 A checkpoint is one torch file:
     {"format": "kdsr-train", "version": 1, "iteration": int (iterations done),
-     "model": the kdsr-model dict (loadable with kdsr.load), "optimizer": ..., "scheduler": ...,
-     "ema": state dict or None, "rng": {torch, numpy, python, cuda?, generators...},
-     "config": the run's config dict, "best_psnr": float or None}
+     "model": the kdsr-model dict (loadable with kdsr.load), "ema_model": the same for the EMA or None,
+     "optimizer": ..., "ema": state dict or None, "gan": stage gan's state or None,
+     "rng": {torch, numpy, python, cuda?, generators...}, "config": the run's config as a plain dict
+     (RunConfig.to_dict()), "best_psnr": float or None, "pair_queue": the real-world queue or None}
+Checkpoints written before the LR schedule became a function of config and iteration also hold a
+"scheduler" entry; it is ignored on resume.
 `save_atomic` writes a temp file in the target folder, fsyncs it and renames it over the target, so a
 crash (even kill -9) mid-write leaves the previous file intact.
 """

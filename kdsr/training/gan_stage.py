@@ -14,6 +14,7 @@ with the RNG state in its checkpoint, which makes a resumed run bit-identical.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,19 +25,23 @@ from kdsr.models.discriminator import UNetDiscriminatorSN
 from kdsr.training.gan_losses import discriminator_fake_loss, discriminator_real_loss, generator_gan_loss
 from kdsr.training.losses import kd_loss
 
-__all__ = ["GANStage", "GAN_DEFAULTS"]
+__all__ = ["GANStage", "GANSettings"]
 
-GAN_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-4,
-    "betas": (0.9, 0.99),
-    "ema_decay": 0.999,
-    "l1_weight": 1.0,
-    "kd_weight": 1.0,
-    "perceptual_weight": 1.0,
-    "gan_weight": 1.0,
-    "temperature": 0.15,
-    "d_num_feat": 64,
-}
+
+@dataclass(frozen=True)
+class GANSettings:
+    """The stage's numbers; the defaults are the published ones (KDSR's loss weights 1.0, Real-ESRGAN's
+    Adam 1e-4 (0.9, 0.99), EMA 0.999, D width 64)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.999
+    l1_weight: float = 1.0
+    kd_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    gan_weight: float = 1.0
+    temperature: float = 0.15
+    d_num_feat: int = 64
 
 
 class _StudentForward(nn.Module):
@@ -62,21 +67,21 @@ class GANStage:
         teacher: nn.Module,
         perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         batch_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-        settings: dict[str, Any] | None = None,
+        settings: GANSettings | None = None,
         teacher_hr: Callable[[torch.Tensor], torch.Tensor] | None = None,
         ddp: bool = False,
         device_ids: list[int] | None = None,
     ) -> None:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        self.cfg = {**GAN_DEFAULTS, **(settings or {})}
+        self.settings = settings or GANSettings()
         self.student = student
         self.teacher = teacher.requires_grad_(False).eval()
         self.perceptual = perceptual
         self.batch_for = batch_for
         self.teacher_hr = teacher_hr
         device = next(student.parameters()).device
-        self.disc = UNetDiscriminatorSN(3, num_feat=self.cfg["d_num_feat"]).to(device)
+        self.disc = UNetDiscriminatorSN(3, num_feat=self.settings.d_num_feat).to(device)
         self.g_forward: nn.Module = _StudentForward(student)
         self.d_forward: nn.Module = self.disc
         if ddp:
@@ -84,18 +89,18 @@ class GANStage:
 
             self.g_forward = DDP(self.g_forward, device_ids=device_ids)
             self.d_forward = DDP(self.disc, device_ids=device_ids, forward_sync_buffers=False)
-        betas = tuple(self.cfg["betas"])
+        betas = tuple(self.settings.betas)
         self.opt_g = torch.optim.Adam(
-            [p for p in student.parameters() if p.requires_grad], self.cfg["lr"], betas
+            [p for p in student.parameters() if p.requires_grad], self.settings.lr, betas
         )
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), self.cfg["lr"], betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), self.settings.lr, betas)
         self.ema = AveragedModel(
-            student, multi_avg_fn=get_ema_multi_avg_fn(self.cfg["ema_decay"]), use_buffers=True
+            student, multi_avg_fn=get_ema_multi_avg_fn(self.settings.ema_decay), use_buffers=True
         )
 
     def step(self, iteration: int) -> dict[str, float]:
         """One G step then one D step on ``batch_for(iteration)``; returns this rank's loss parts."""
-        c = self.cfg
+        c = self.settings
         self.student.train()
         self.disc.train()
         lr, hr = self.batch_for(iteration)
@@ -106,10 +111,10 @@ class GANStage:
         self.disc.requires_grad_(False)
         sr, student_dprime = self.g_forward(lr)
         l1 = F.l1_loss(sr, hr)
-        kd = kd_loss(student_dprime, teacher_dprime, "kl", c["temperature"])
+        kd = kd_loss(student_dprime, teacher_dprime, "kl", c.temperature)
         percep = self.perceptual(sr, hr)
-        gan_g = generator_gan_loss(self.d_forward(sr), c["gan_weight"])
-        loss_g = c["l1_weight"] * l1 + c["kd_weight"] * kd + c["perceptual_weight"] * percep + gan_g
+        gan_g = generator_gan_loss(self.d_forward(sr), c.gan_weight)
+        loss_g = c.l1_weight * l1 + c.kd_weight * kd + c.perceptual_weight * percep + gan_g
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

@@ -5,6 +5,10 @@
        softmax over the 4C dimension, no τ² factor (the reference code; τ = 0.15 there)
   l1   mean |S - T|
   l2   mean (S - T)²
+  kl_std  ours, NOT the paper's: both vectors are standardised per dimension with the teacher batch's mean and
+       std (z = (v - mean_T) / (std_T + 1e-6), statistics over the batch, detached), then KL as above on
+       softmax(z/τ). It removes the teacher's shared offset, which makes softmax(D'/0.15) nearly one-hot, and
+       a per-dimension shift of the student is no longer invisible to the KL (docs/reproduction.md)
   none a zero scalar (the student learns from L1 alone)
 The teacher vector is always detached: the teacher is frozen.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KD_LOSSES = ("kl", "l1", "l2", "none")
+KD_LOSSES = ("kl", "kl_std", "l1", "l2", "none")
 
 
 def kd_loss(
@@ -29,6 +33,10 @@ def kd_loss(
             f"and {tuple(teacher_dprime.shape)}; teacher and student must be the same variant"
         )
     target = teacher_dprime.detach()
+    if kind == "kl_std":
+        mean = target.mean(dim=0, keepdim=True)
+        std = target.std(dim=0, unbiased=False, keepdim=True) + 1e-6
+        student_dprime, target, kind = (student_dprime - mean) / std, (target - mean) / std, "kl"
     if kind == "kl":
         log_p_student = F.log_softmax(student_dprime / temperature, dim=1)
         p_teacher = F.softmax(target / temperature, dim=1)

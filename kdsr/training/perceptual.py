@@ -1,6 +1,6 @@
 """VGG19 perceptual loss (spec §5c): pre-ReLU features, L1, ImageNet normalisation, style weight 0.
 
-A VGG19 feature stack in torchvision's ``features`` layout (``kdsr.models.backbones``), so a torchvision
+A VGG19 feature stack in torchvision's ``features`` layout (``kdsr.metrics.backbones``), so a torchvision
 state dict such as ``vgg19-dcbb9e9d.pth`` loads by key ``features.<i>.weight/bias``. Features are the conv
 outputs **before** their ReLU at conv1_2 (0.1), conv2_2 (0.1), conv3_4 (1), conv4_4 (1), conv5_4 (1); the
 loss is ``Σ_l w_l · mean |φ_l(norm(SR)) − φ_l(norm(GT))|`` with GT features detached. Inputs are RGB in [0, 1]
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsr.models.backbones import VGG19_CFG, load_torchvision_features, vgg_conv_indices, vgg_layers
+from kdsr.metrics.backbones import VGG19_CFG, load_torchvision_features, vgg_conv_indices, vgg_layers
 
 __all__ = [
     "VGG19Features",
@@ -135,7 +135,7 @@ class _STLPIPSLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from kdsr.stlpips_net import STLPIPSVGG16
+        from kdsr.metrics.stlpips_net import STLPIPSVGG16
 
         self.net = STLPIPSVGG16()
 

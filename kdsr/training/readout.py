@@ -18,12 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdsr.degradations.realworld_targets import REALWORLD_TARGETS, realworld_targets
+
+if TYPE_CHECKING:
+    from kdsr.training.config_schema import RunConfig
 
 __all__ = [
     "READOUT_COLUMNS",
@@ -270,17 +274,17 @@ class RealWorldReadout:
 READOUT_COLUMNS = ("sigma_r2", "d_spread", *(f"r2_{k}" for k in REALWORLD_TARGETS))
 
 
-def build_validation_readout(config: dict) -> SigmaReadout | RealWorldReadout | None:
+def build_validation_readout(config: RunConfig) -> SigmaReadout | RealWorldReadout | None:
     """The read-out a training run logs at each validation: none without data.val_sigma_dir; the real-world
     one for degradation.kind realworld, else the σ read-out over the training σ range."""
-    data, deg = config["data"], config["degradation"]
-    if data["val_sigma_dir"] is None:
+    data, deg = config.data, config.degradation
+    if data.val_sigma_dir is None:
         return None
-    scale = config["model"]["scale"]
-    if deg["kind"] == "realworld":
-        return RealWorldReadout(data["val_sigma_dir"], scale, crops_per_image=data["val_sigma_crops"])
-    sigmas = tuple(np.round(np.linspace(deg["sig_min"], deg["sig_max"], 8), 3))
-    return SigmaReadout(data["val_sigma_dir"], scale, sigmas=sigmas, crops_per_image=data["val_sigma_crops"])
+    scale = config.model.scale
+    if deg.kind == "realworld":
+        return RealWorldReadout(data.val_sigma_dir, scale, crops_per_image=data.val_sigma_crops)
+    sigmas = tuple(np.round(np.linspace(deg.sig_min, deg.sig_max, 8), 3))
+    return SigmaReadout(data.val_sigma_dir, scale, sigmas=sigmas, crops_per_image=data.val_sigma_crops)
 
 
 def readout_line(stats: dict) -> str:

@@ -9,13 +9,16 @@ where the paper relies on the SR loss alone. The head lives in the training chec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdsr.degradations.realworld_targets import REALWORLD_TARGETS, TARGET_CENTER, TARGET_HALF_RANGE
+
+if TYPE_CHECKING:
+    from kdsr.training.config_schema import RunConfig
 
 __all__ = ["ReadoutAux", "build_readout_aux"]
 
@@ -54,12 +57,12 @@ class ReadoutAux(nn.Module):
         return l1 + self.weight * readout, {"l1": l1.detach(), "kd": zero, "readout": readout.detach()}
 
 
-def build_readout_aux(config: dict[str, Any], model: nn.Module, device: torch.device) -> ReadoutAux | None:
+def build_readout_aux(config: RunConfig, model: nn.Module, device: torch.device) -> ReadoutAux | None:
     """The aux head for a teacher run with train.readout_weight > 0 (seeded by config seed + 2), else None."""
-    weight = float(config["train"].get("readout_weight", 0.0))
-    if weight <= 0 or config["stage"] != "teacher":
+    weight = float(config.train.readout_weight)
+    if weight <= 0 or config.stage != "teacher":
         return None
     dprime_dim = 4 * int(model.config["n_feats"])
     with torch.random.fork_rng():
-        torch.manual_seed(int(config["seed"]) + 2)
+        torch.manual_seed(int(config.seed) + 2)
         return ReadoutAux(dprime_dim, weight).to(device)

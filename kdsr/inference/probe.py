@@ -1,73 +1,38 @@
-"""Memory budgets for tiled upscaling: what is free, how much a model needs per LR pixel, size strings.
+"""What the machine tells us: free memory, and a model's measured peak bytes (and speed) per LR pixel.
 
-    budget = default_budget(device)                   # bytes `kdsr upscale` may use per image
-    need = peak_bytes_per_pixel(runner_fns, device)   # measured once per model / precision / device
-    parse_size("2GiB") == 2 * 1024**3
+    free = available_bytes(device)                     # fed to kdsr.inference.memory.default_budget
+    mem = measure_memory(runner, device)               # a MemoryModel, once per model / precision / device
+    speed = measure_speed(runner)                      # seconds per LR pixel of encoder and SR (ETA weights)
 
 What is free: on CPU the smallest of /proc/meminfo MemAvailable, the cgroup v2 limit minus usage, and the
 RLIMIT_AS headroom (limit minus this process's virtual size); on CUDA torch.cuda.mem_get_info's free bytes.
-The default budget is DEFAULT_FRACTION of that; on CPU also at most DEFAULT_WORK_CAP beyond the image's own
-arrays (decoded input, LR tensor, output array: `fixed`), since larger tiles gain little (at tile 512 the
-overlap costs 8%) -- so a 12 MP photo stays within a laptop's memory next to other programs.
 
 How much a model needs: a probe forward on a PROBE x PROBE window with memory tracking -- torch's profiler
 (allocator-level allocation/free events, so it sees the im2col buffers of CPU convolutions that a tensor-level
 count misses) on CPU, torch.cuda.max_memory_allocated on CUDA, the resident-set high-water mark for
 onnxruntime (its arena allocator is invisible to torch) -- divided by the window's pixels and multiplied by a
-safety factor for allocator overhead and page rounding (CPU_SAFETY / CUDA_SAFETY / RSS_SAFETY; the test checks
+safety factor for allocator overhead and page rounding (CPU_SAFETY / CUDA_SAFETY / RSS_SAFETY; a test checks
 the result bounds a real run's resident-set growth).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import re
 import resource
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-DEFAULT_FRACTION = {"cpu": 0.5, "cuda": 0.8}
-DEFAULT_WORK_CAP = 1024**3  # CPU only
+from .memory import MemoryModel
+
 PROBE = 64
 CPU_SAFETY = 1.25
 CUDA_SAFETY = 1.15
 RSS_SAFETY = 2.0
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
-
-
-def parse_size(text: str) -> int:
-    """ "2GiB", "800MB", "1.5 GB", "123456" (bytes) -> bytes. Raises ValueError naming the accepted form."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise ValueError(
-            f"{text!r} is not a memory size; write e.g. 2GiB, 800MB or 1.5GB (B, KB/MB/GB/TB, KiB/MiB/GiB)"
-        )
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
-def format_size(n: float) -> str:
-    """Bytes -> "1.23 GiB" / "456 MiB"."""
-    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.0f} MiB"
 
 
 def _meminfo_available() -> int | None:
@@ -120,16 +85,6 @@ def available_bytes(device: torch.device) -> int | None:
     known = [_meminfo_available(), _cgroup_headroom(), _address_space_headroom()]
     known = [n for n in known if n is not None]
     return min(known) if known else None
-
-
-def default_budget(device: torch.device, fixed: int = 0) -> int:
-    """The default --max-memory: DEFAULT_FRACTION of `available_bytes`; on CPU at most `fixed` (the caller's
-    own arrays) + DEFAULT_WORK_CAP."""
-    free = available_bytes(device)
-    if device.type != "cuda":
-        cap = fixed + DEFAULT_WORK_CAP
-        return cap if free is None else min(int(DEFAULT_FRACTION["cpu"] * free), cap)
-    return int(DEFAULT_FRACTION["cuda"] * free)
 
 
 @contextlib.contextmanager
@@ -203,3 +158,49 @@ def safety_factor(device: torch.device, how: str = "torch") -> float:
     if how == "rss":
         return RSS_SAFETY
     return CUDA_SAFETY if device.type == "cuda" else CPU_SAFETY
+
+
+def measure_memory(runner, device: torch.device, how: str = "torch") -> MemoryModel:
+    """Probe a `TileRunner` on a PROBE-sized window and measure its peak (first calls included: one-off
+    caches count, which errs on the safe side; an onnxruntime arena would hide a second call).
+
+    how: "torch" (profiler on CPU / allocator stats on CUDA; a PyTorch model) or "rss" (onnxruntime).
+    A probe whose measurement is unavailable gives a deliberately large 64 KiB per pixel.
+    """
+    n = PROBE
+    with torch.no_grad():
+        x = runner.to_input(torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0)))
+        d = runner.head(runner.features(x).double().mean(dim=(2, 3)))
+
+        def enc() -> None:
+            runner.features(x)
+
+        def sr() -> None:
+            runner.sr(x, d)
+
+        peaks = [measure_peak(fn, how, device) for fn in (enc, sr)]
+    factor = safety_factor(device, how)
+    enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
+    return MemoryModel(enc_px, sr_px)
+
+
+def measure_speed(
+    runner, clock: Callable[[], float] = time.perf_counter, repeats: int = 2
+) -> tuple[float, float]:
+    """(encoder, SR) seconds per LR pixel of a `TileRunner`, each the fastest of `repeats` calls on a
+    PROBE x PROBE window after one warm-up call: the relative cost of the two stages of an upscale, which
+    weights its progress and ETA (the absolute speed is learnt while it runs)."""
+    n = PROBE
+    with torch.no_grad():
+        x = runner.to_input(torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0)))
+        d = runner.head(runner.features(x).double().mean(dim=(2, 3)))
+        times = []
+        for fn in (lambda: runner.features(x), lambda: runner.sr(x, d)):
+            fn()
+            best = math.inf
+            for _ in range(repeats):
+                t0 = clock()
+                fn()
+                best = min(best, clock() - t0)
+            times.append(max(best, 1e-12) / (n * n))
+    return times[0], times[1]

@@ -1,9 +1,9 @@
 """Mutation audit: plant named bugs in a temporary copy of the repo, run the tests that should catch each one.
 
-    python scripts/mutate.py                     # all; table on stdout and in runs/mutation_results.md
-    python scripts/mutate.py --only ddp-same-data-every-rank resume-scheduler-restarts
-    python scripts/mutate.py --list              # names and what each one breaks
-    python scripts/mutate.py --skip-builds       # leave out the mutations that rebuild the C++ extension
+    python tools/mutate.py                     # all; table on stdout and in runs/mutation_results.md
+    python tools/mutate.py --only ddp-same-data-every-rank resume-scheduler-restarts
+    python tools/mutate.py --list              # names and what each one breaks
+    python tools/mutate.py --skip-builds       # leave out the mutations that rebuild the C++ extension
 
 Each mutation replaces one exact snippet of one file (or, for `triton-import-broken`, puts a fake `triton`
 package first on PYTHONPATH), then runs only its test selection with `python -m pytest -x`. "caught" = the
@@ -50,10 +50,10 @@ MUTATIONS = [
     ),
     Mutation(
         "resume-scheduler-restarts",
-        "resume does not restore the LR scheduler (the schedule starts over)",
+        "the LR schedule ignores the iteration (it never steps, nor continues on resume)",
         "kdsr/training/trainer.py",
-        '        self.scheduler.load_state_dict(ckpt["scheduler"])\n',
-        "",
+        "lr_factor(self.train_cfg, iteration)",
+        "lr_factor(self.train_cfg, 0)",
         ("tests/test_training_run.py", "-k", "resume_gives and teacher and not ema"),
     ),
     Mutation(
@@ -100,25 +100,24 @@ MUTATIONS = [
         "cache-bar-ignores-no-progress",
         "the 'caching HR images' bar shows whatever the trainer's progress flag says",
         "kdsr/training/trainer.py",
-        '"progress": self.progress and self.ctx.is_main,',
-        '"progress": True,',
+        "progress=self.progress and self.ctx.is_main",
+        "progress=True",
         ("tests/test_data_loader.py", "-k", "cache_bar"),
     ),
     Mutation(
         "ddp-same-data-every-rank",
         "every DDP rank draws the same samples (rank left out of the seed)",
         "kdsr/training/trainer.py",
-        'config["seed"],\n                self.ctx.rank,',
-        'config["seed"],\n                0,',
+        "self.local_batch, self.ctx.rank, progress",
+        "self.local_batch, 0, progress",
         ("tests/test_training_ddp.py", "-k", "teacher"),
     ),
     Mutation(
         "ddp-every-rank-writes",
         "every DDP rank writes last.pt (not only rank 0)",
-        "kdsr/training/trainer.py",
-        "                if self.ctx.is_main and (\n"
-        '                    self.iteration % self.log_cfg["save_every"]',
-        '                if (\n                    self.iteration % self.log_cfg["save_every"]',
+        "kdsr/training/loop.py",
+        "if ctx.is_main and (it % log_cfg.save_every",
+        "if (it % log_cfg.save_every",
         ("tests/test_training_ddp.py", "-k", "teacher"),
     ),
     Mutation(
@@ -180,6 +179,217 @@ MUTATIONS = [
         ("tests/test_cpu_backend.py", "-k", "instruction_set and avx512"),
         rebuild=True,
     ),
+    # ---- issue 25: what the GAN stage, the real-world pipeline and the writers compute (own wording; none of
+    # these is one of the issue's examples, each is of one of its classes)
+    Mutation(
+        "gan-d-fake-term-labelled-real",
+        "D's term on generated images uses the real label (BCE(D(SR), 1))",
+        "kdsr/training/gan_losses.py",
+        "return weight * _bce(fake_logits, 0.0)",
+        "return weight * _bce(fake_logits, 1.0)",
+        ("tests/test_gan_gradients.py", "-k", "one_step"),
+    ),
+    Mutation(
+        "gan-adversarial-weight-ignored",
+        "G's adversarial term ignores loss.gan_weight",
+        "kdsr/training/gan_losses.py",
+        "return weight * _bce(fake_logits, 1.0)",
+        "return _bce(fake_logits, 1.0)",
+        ("tests/test_gan_gradients.py", "-k", "one_step"),
+    ),
+    Mutation(
+        "gan-d-fake-term-on-gt",
+        "D's fake term is computed on the GT instead of on SR",
+        "kdsr/training/gan_stage.py",
+        "fake_logits = self.d_forward(sr.detach())",
+        "fake_logits = self.d_forward(hr)",
+        ("tests/test_gan_gradients.py", "-k", "one_step"),
+    ),
+    Mutation(
+        "gan-perceptual-weight-ignored",
+        "G's perceptual term ignores loss.perceptual_weight",
+        "kdsr/training/gan_stage.py",
+        'c["perceptual_weight"] * percep',
+        "percep",
+        ("tests/test_gan_gradients.py", "-k", "one_step"),
+    ),
+    Mutation(
+        "gan-kd-temperature-fixed",
+        "the GAN stage's KD loss uses τ = 0.15 whatever train.temperature says",
+        "kdsr/training/gan_stage.py",
+        'kd_loss(student_dprime, teacher_dprime, "kl", c["temperature"])',
+        'kd_loss(student_dprime, teacher_dprime, "kl", 0.15)',
+        ("tests/test_gan_gradients.py", "-k", "one_step"),
+    ),
+    Mutation(
+        "gan-ema-decay-0.99",
+        "the GAN stage's default EMA decay is 0.99 (not 0.999)",
+        "kdsr/training/gan_stage.py",
+        '"ema_decay": 0.999,',
+        '"ema_decay": 0.99,',
+        ("tests/test_gan_gradients.py", "-k", "ema"),
+    ),
+    Mutation(
+        "perceptual-skips-imagenet-normalisation",
+        "the perceptual loss feeds SR to VGG19 without the ImageNet normalisation",
+        "kdsr/training/perceptual.py",
+        "f_sr = self.net((sr - self.mean) / self.std)",
+        "f_sr = self.net(sr)",
+        ("tests/test_gan_gradients.py", "-k", "layer_weights"),
+    ),
+    Mutation(
+        "rw-stage2-gray-prob-from-stage1",
+        "stage 2 draws gray noise with stage 1's probability",
+        "kdsr/degradations/realworld.py",
+        'gray=torch.rand(n, generator=g, dtype=torch.float64) < getattr(self, "gray_noise_prob" + sfx),',
+        "gray=torch.rand(n, generator=g, dtype=torch.float64) < self.gray_noise_prob,",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-stage2-resize-probs-from-stage1",
+        "stage 2 picks up/down/keep with stage 1's probabilities",
+        "kdsr/degradations/realworld.py",
+        'resize = _choice(n, getattr(self, "resize_prob" + sfx), g)',
+        "resize = _choice(n, self.resize_prob, g)",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-up-and-down-scales-swapped",
+        "an 'up' resize gets the down-scale draw and vice versa",
+        "kdsr/degradations/realworld.py",
+        "scale = torch.where(resize == 0, up, torch.where(resize == 1, down, torch.ones_like(up)))",
+        "scale = torch.where(resize == 0, down, torch.where(resize == 1, up, torch.ones_like(up)))",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-stage1-blur-optional",
+        "stage 1's blur is skipped with p 0.2 (it always runs)",
+        "kdsr/degradations/realworld.py",
+        "blur = blur_u < self.second_blur_prob if second else torch.ones(n, dtype=torch.bool)",
+        "blur = blur_u < self.second_blur_prob",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-sinc-cutoff-size-13-small",
+        "a 13×13 sinc kernel gets the small kernels' cut-off range U(π/3, π)",
+        "kdsr/degradations/realworld_kernels.py",
+        "omega_lo = torch.where(size < 13, math.pi / 3, math.pi / 5)",
+        "omega_lo = torch.where(size <= 13, math.pi / 3, math.pi / 5)",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-final-sinc-wide-cutoff",
+        "the final sinc's cut-off is drawn from U(π/5, π)",
+        "kdsr/degradations/realworld_kernels.py",
+        "omega_c = _uniform(batch, math.pi / 3, math.pi, g)",
+        "omega_c = _uniform(batch, math.pi / 5, math.pi, g)",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-generalized-probs-swapped",
+        "generalized iso / aniso kernel probabilities swapped (0.03 / 0.12)",
+        "kdsr/degradations/realworld_kernels.py",
+        "KERNEL_PROBS = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)",
+        "KERNEL_PROBS = (0.45, 0.25, 0.03, 0.12, 0.12, 0.03)",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-beta-always-above-one",
+        "generalized / plateau β never takes its below-1 branch",
+        "kdsr/degradations/realworld_kernels.py",
+        "low_side = torch.rand(batch, generator=g, dtype=torch.float64) < 0.5",
+        "low_side = torch.rand(batch, generator=g, dtype=torch.float64) < 0.0",
+        ("tests/test_realworld_sampler.py", "-k", "every_probability"),
+    ),
+    Mutation(
+        "rw-stage2-noise-with-stage1-params",
+        "the second noise is applied with stage 1's type / level / gray draws",
+        "kdsr/degradations/realworld.py",
+        "x = self._noise(x, s2, sl, g)",
+        "x = self._noise(x, p.first, sl, g)",
+        ("tests/test_realworld_sampler.py", "-k", "own_draws"),
+    ),
+    Mutation(
+        "rw-final-order-ignored",
+        "the final JPEG always comes after resize + sinc (the drawn order is ignored)",
+        "kdsr/degradations/realworld.py",
+        "if bool(p.jpeg_first[i]):",
+        "if False:",
+        ("tests/test_realworld_sampler.py", "-k", "own_draws"),
+    ),
+    Mutation(
+        "rw-gaussian-sigma-of-sample-0",
+        "batched Gaussian noise scales every sample by sample 0's σ",
+        "kdsr/degradations/realworld_noise.py",
+        "return noise * _per_sample(sigma, img) / 255.0",
+        "return noise * _per_sample(sigma[:1].expand(len(sigma)), img) / 255.0",
+        ("tests/test_realworld_sampler.py", "-k", "gaussian_noise_level"),
+    ),
+    Mutation(
+        "rw-poisson-scale-of-sample-0",
+        "batched Poisson noise scales every sample by sample 0's scale",
+        "kdsr/degradations/realworld_noise.py",
+        "return noise * _per_sample(scale, img)",
+        "return noise * _per_sample(scale[:1].expand(len(scale)), img)",
+        ("tests/test_realworld_sampler.py", "-k", "poisson_noise_scale"),
+    ),
+    Mutation(
+        "rw-stage2-size-h-w-swapped",
+        "stage 2's target size swaps height and width",
+        "kdsr/degradations/realworld.py",
+        "(int(h / self.scale * sc), int(w / self.scale * sc))",
+        "(int(w / self.scale * sc), int(h / self.scale * sc))",
+        ("tests/test_pipeline_geometry.py", "-k", "intermediate"),
+    ),
+    Mutation(
+        "rw-final-size-transposed",
+        "the final resize goes to W/scale × H/scale",
+        "kdsr/degradations/realworld.py",
+        "out_size = (h // self.scale, w // self.scale)",
+        "out_size = (w // self.scale, h // self.scale)",
+        ("tests/test_pipeline_geometry.py", "-k", "intermediate"),
+    ),
+    Mutation(
+        "paired-crop-gt-rows-at-left",
+        "the paired crop cuts the GT rows at the LR crop's `left`",
+        "kdsr/data/realworld.py",
+        "gt = gt[..., top * s : (top + p) * s, left * s : (left + p) * s]",
+        "gt = gt[..., left * s : (left + p) * s, left * s : (left + p) * s]",
+        ("tests/test_pipeline_geometry.py", "-k", "paired_crop"),
+    ),
+    Mutation(
+        "augment-vertical-flip-lost",
+        "the classic crops are never flipped vertically",
+        "kdsr/data/dataset.py",
+        "            if vflip:\n",
+        "            if False:\n",
+        ("tests/test_pipeline_geometry.py", "-k", "dihedral"),
+    ),
+    Mutation(
+        "atomic-folder-not-fsynced",
+        "atomic writes do not fsync the folder after the rename",
+        "kdsr/atomic.py",
+        "    _fsync_dir(path.parent)\n",
+        "",
+        ("tests/test_durability.py",),
+    ),
+    Mutation(
+        "atomic-path-writer-not-fsynced",
+        "atomic_write_path renames the temp file without fsync'ing its data",
+        "kdsr/atomic.py",
+        '        with open(tmp, "rb") as handle:\n            os.fsync(handle.fileno())',
+        '        with open(tmp, "rb") as handle:\n            pass',
+        ("tests/test_durability.py",),
+    ),
+    Mutation(
+        "cpu-isa-avx2-only-on-request",
+        "the CPU extension runs SSE2 on an AVX2 CPU unless KDSR_CPU_ISA asks for avx2",
+        "csrc/idr_ddc_cpu.cpp",
+        'if (avx2 && (cap.empty() || cap == "avx512" || cap == "avx2")) return CpuIsa::avx2;',
+        'if (avx2 && (cap == "avx512" || cap == "avx2")) return CpuIsa::avx2;',
+        ("tests/test_cpu_isa.py",),
+        rebuild=True,
+    ),
 ]
 
 
@@ -194,7 +404,7 @@ def _apply(m: Mutation, root: Path, env: dict[str, str]) -> bool:
     if not m.path:  # environment mutation: a triton that cannot be imported
         fake = root / "_fake_site" / "triton"
         fake.mkdir(parents=True)
-        (fake / "__init__.py").write_text('raise ImportError("planted by scripts/mutate.py")\n')
+        (fake / "__init__.py").write_text('raise ImportError("planted by tools/mutate.py")\n')
         env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env.get("PYTHONPATH", "")])
         return True
     target = root / m.path

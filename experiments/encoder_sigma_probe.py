@@ -1,11 +1,11 @@
-"""Issue-12 probe: can an encoder learn to read the blur σ at all, given σ as a direct target?
+"""Measured (issue 12): whether an encoder can learn to read the blur σ at all when σ is its direct target.
 
 Trains an encoder plus a linear head (MSE to σ scaled to [-1, 1]) on the teacher's input (LR ⊕ unshuffled HR)
 of per-sample iso-blurred B100 crops, and prints the running MSE (1/3 = predicting the mean). Also prints the
 correlation of two hand-made features with σ on the same crops, as a yardstick. docs/reproduction.md has the
 numbers.
 
-    PYTHONPATH=. python scripts/encoder_sigma_probe.py --encoder kdide --init torch --steps 400 --lr 5e-4
+    python experiments/encoder_sigma_probe.py --encoder kdide --init torch --steps 400 --lr 5e-4
 """
 
 from __future__ import annotations

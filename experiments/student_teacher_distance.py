@@ -1,6 +1,6 @@
-"""Issue 12: how close each student's D' is to its teacher's D' on held-out crops (KL as trained, and L1).
+"""Measured (issue 12): how close each student's D' is to its teacher's D' on held-out crops (KL and L1).
 
-    python scripts/student_teacher_distance.py --teacher T --students S1 S2 [--labels L1 L2] [--json F]
+    python experiments/student_teacher_distance.py --teacher T --students S1 S2 [--labels L1 L2] [--json F]
 
 Set14 crops (32x32 LR, seeded) blurred with 8 σ in 0.2-4.0; the teacher sees LR + HR, the students LR only.
 """

@@ -21,20 +21,20 @@ blending):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from .models.checks import MIN_LR_SIZE, check_image
-from .models.kdsr_model import KDSRStudent
+from ..models.checks import MIN_LR_SIZE, check_image
+from ..models.kdsr_model import KDSRStudent
+from .memory import FLUSH_ROWS, StreamBuffers
+from .runners import TileRunner, resolve_precision, runner_for, torch_runner
 
-Progress = Callable[[int, int], None]
-
-# precision="auto" per device type: the fastest path measured in benchmarks/test_bench_inference.py.
-AUTO_PRECISION = {"cpu": "bf16", "cuda": "fp16"}
+Progress = Callable[[int, int], None]  # (model calls done, total)
+StageProgress = Callable[[str, int, int], None]  # (stage, calls done in it, its total)
+ENCODE = "estimating degradation"  # stage 1: the encoder over the whole image (one D)
+RESTORE = "restoring tiles"  # stage 2: the SR network, window by window
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -99,55 +99,26 @@ def _check_args(model: KDSRStudent, tile: int | None, tile_pad: int, tile_batch:
         raise ValueError(f"tile_batch must be an int >= 1, got {tile_batch!r}")
 
 
-@dataclass(frozen=True)
-class TileRunner:
-    """What the tiling needs from a network, so PyTorch and onnxruntime share one tiling code path.
-
-    features: (B, 3, h, w) LR patch -> (B, F, h, w) per-pixel encoder features (before the global pool).
-    head: (B, F) pooled features, float64 -> the degradation estimate handed to `sr`.
-    sr: ((N, 3, h, w) LR windows, (N, ...) estimate) -> (N, 3, scale*h, scale*w).
-    encoder_radius: context pixels that make a patch's features equal the whole image's.
-    scale: the upscaling factor. `to_input` casts/moves an LR patch to what `features`/`sr` take.
-    """
-
-    features: Callable[[torch.Tensor], torch.Tensor]
-    head: Callable[[torch.Tensor], torch.Tensor]
-    sr: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    encoder_radius: int
-    scale: int
-    to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
-
-
-def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> TileRunner:
-    """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype).
-
-    low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs and upsampler run under
-    autocast to it, on channels_last inputs; the SR residual stream, head, body conv and tail stay in the
-    model's dtype (`SRNetwork.forward(body_dtype=...)`).
-    """
-    param = model.sr_net.head.weight
-    encoder = model.encoder
-    fmt = torch.contiguous_format if low_dtype is None else torch.channels_last
-    autocast = functools.partial(
-        torch.autocast, param.device.type, dtype=low_dtype, enabled=low_dtype is not None
-    )
-
-    def features(x: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            return encoder.features(x)
-
-    def sr(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        if low_dtype is None:
-            return model.sr_net(x, d)
-        return model.sr_net(x, d, body_dtype=low_dtype)
-
-    def to_input(x: torch.Tensor) -> torch.Tensor:
-        return x.to(param.device, param.dtype).contiguous(memory_format=fmt)
-
-    def head(pooled: torch.Tensor) -> torch.Tensor:
-        return encoder.head(pooled.to(param.dtype))[0]
-
-    return TileRunner(features, head, sr, encoder.receptive_radius, model.scale, to_input)
+def encoder_windows(
+    image_hw: tuple[int, int], tile: int | None, radius: int
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """The encoder's tiles of an (H, W) image: ((top, bottom, left, right) core, (y0, y1, x0, x1) window with
+    `radius` pixels of context), row by row; one window of the whole image when `tile` covers it."""
+    H, W = image_hw
+    if tile is None or (H <= tile and W <= tile):
+        return [((0, H, 0, W), (0, H, 0, W))]
+    out = []
+    for top in range(0, H, tile):
+        for left in range(0, W, tile):
+            bottom, right = min(top + tile, H), min(left + tile, W)
+            window = (
+                max(top - radius, 0),
+                min(bottom + radius, H),
+                max(left - radius, 0),
+                min(right + radius, W),
+            )
+            out.append(((top, bottom, left, right), window))
+    return out
 
 
 def estimate_with(
@@ -157,26 +128,23 @@ def estimate_with(
 
     Each tile gets `runner.encoder_radius` pixels of context and only its core's features enter the
     (float64) average, so the result equals the untiled one up to float summation order.
+    progress(done, total) is called after each tile.
     """
     B, _, H, W = image.shape
-    if tile is None or (H <= tile and W <= tile):
+    windows = encoder_windows((H, W), tile, runner.encoder_radius)
+    if len(windows) == 1:
         feats = runner.features(runner.to_input(image))
-        return runner.head(feats.mean(dim=(2, 3)))
-    radius = runner.encoder_radius
-    rows, cols = range(0, H, tile), range(0, W, tile)
+        out = runner.head(feats.mean(dim=(2, 3)))
+        if progress is not None:
+            progress(1, 1)
+        return out
     total = None
-    done, steps = 0, len(rows) * len(cols)
-    for top in rows:
-        for left in cols:
-            bottom, right = min(top + tile, H), min(left + tile, W)
-            y0, x0 = max(top - radius, 0), max(left - radius, 0)
-            y1, x1 = min(bottom + radius, H), min(right + radius, W)
-            feats = runner.features(runner.to_input(image[:, :, y0:y1, x0:x1]))
-            part = feats[:, :, top - y0 : bottom - y0, left - x0 : right - x0].double().sum(dim=(2, 3))
-            total = part if total is None else total + part
-            done += 1
-            if progress is not None:
-                progress(done, steps)
+    for done, ((top, bottom, left, right), (y0, y1, x0, x1)) in enumerate(windows, 1):
+        feats = runner.features(runner.to_input(image[:, :, y0:y1, x0:x1]))
+        part = feats[:, :, top - y0 : bottom - y0, left - x0 : right - x0].double().sum(dim=(2, 3))
+        total = part if total is None else total + part
+        if progress is not None:
+            progress(done, len(windows))
     return runner.head(total / (H * W))
 
 
@@ -190,20 +158,6 @@ def estimate_degradation(
     Returned on the model's device and dtype.
     """
     return estimate_with(torch_runner(model), image, tile, progress)
-
-
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" -> the fastest path we measured on `device` (benchmarks/RESULTS.md); checks the name."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return AUTO_PRECISION.get(device.type, "fp32")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision='fp16' runs on CUDA only; on CPU use 'bf16' (or 'auto')")
-    return precision
 
 
 def upscale(
@@ -229,7 +183,8 @@ def upscale(
             blended across the overlap.
         tile_batch: windows run per model call (each holding the B images).
         degradation: an explicit D (B, C) or (1, C) to use instead of estimating it from the image.
-        progress: optional callback(done, total) called after each tile (encoder tiles, then SR tiles).
+        progress: optional callback(done, total) called after each model call (encoder tiles, then SR
+            tiles; `upscale_stream`'s `stages` callback tells the two apart).
         precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
             IDR-DCRBs and upsampler under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its
             bf16 path; the residual stream, head, body conv and tail stay float32), "fp16" (the same in
@@ -250,13 +205,6 @@ def upscale(
         degradation = degradation.to(device, model.sr_net.head.weight.dtype)
     runner = runner_for(model, precision)
     return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
-
-
-def runner_for(model: KDSRStudent, precision: str = "fp32") -> TileRunner:
-    """The TileRunner `upscale` uses for `model` at `precision` ("fp32" / "bf16" / "fp16" / "auto")."""
-    precision = resolve_precision(precision, model.sr_net.head.weight.device)
-    low_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch_runner(model, low_dtype)
 
 
 # (first output row, block (B, 3, rows, scale*W) in [0, 1]): receives the SR result top to bottom, each output
@@ -291,13 +239,41 @@ def upscale_with(
     return out
 
 
+def sr_layout(
+    image_hw: tuple[int, int], tile: int | None, tile_pad: int
+) -> tuple[int, int, list[int], list[int]]:
+    """(win_h, win_w, row starts, column starts) of `upscale_stream`'s SR windows on an (H, W) image."""
+    H, W = image_hw
+    win_h = H if tile is None else min(tile + 2 * tile_pad, H)
+    win_w = W if tile is None else min(tile + 2 * tile_pad, W)
+    return win_h, win_w, window_starts(H, win_h, 2 * tile_pad), window_starts(W, win_w, 2 * tile_pad)
+
+
 def sr_steps(runner: TileRunner, image_hw: tuple[int, int], tile: int | None, tile_pad: int) -> int:
     """How many SR windows `upscale_stream` runs on an (H, W) image (1: untiled)."""
-    H, W = image_hw
-    if tile is None:
-        return 1
-    win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
-    return len(window_starts(H, win_h, 2 * tile_pad)) * len(window_starts(W, win_w, 2 * tile_pad))
+    _, _, rows, cols = sr_layout(image_hw, tile, tile_pad)
+    return len(rows) * len(cols)
+
+
+def work_plan(
+    image_hw: tuple[int, int],
+    tile: int | None,
+    tile_pad: int,
+    encoder_radius: int,
+    tile_batch: int = 1,
+    estimate: bool = True,
+) -> dict[str, list[int]]:
+    """The model calls `upscale_stream` makes, in order, per stage (ENCODE, RESTORE): the LR pixels (per
+    image) each call processes -- what its progress counts and what the ETA weights by cost."""
+    win_h, win_w, rows, cols = sr_layout(image_hw, tile, tile_pad)
+    single = len(rows) == 1 and len(cols) == 1
+    plan: dict[str, list[int]] = {}
+    if estimate:
+        windows = encoder_windows(image_hw, None if single else tile, encoder_radius)
+        plan[ENCODE] = [(y1 - y0) * (x1 - x0) for _, (y0, y1, x0, x1) in windows]
+    groups = [min(tile_batch, len(cols) - first) for first in range(0, len(cols), tile_batch)]
+    plan[RESTORE] = [g * win_h * win_w for _ in rows for g in groups]
+    return plan
 
 
 def upscale_stream(
@@ -309,43 +285,48 @@ def upscale_stream(
     tile_batch: int = 1,
     degradation: torch.Tensor | None = None,
     progress: Progress | None = None,
+    stages: StageProgress | None = None,
 ) -> None:
     """Super-resolve `image` (B, 3, H, W) and hand the result to `sink` in horizontal bands, top to bottom.
 
     The SR windows of one row of tiles are blended into a float32 band of scale*(tile + 2*tile_pad) output
-    rows by scale*W (on the image's device); once a row of windows is done, the output rows no later window
-    touches are normalised, clamped and passed on, so no copy of the whole output exists here (the sink
-    decides where it goes: a tensor in `upscale_with`, a uint8/uint16 array in `kdsr upscale`). Blend weights
-    are separable, so the normaliser is a product of two 1-D sums. One window covering the image: the
-    network's own output, clamped, in one block (identical to untiled).
+    rows by scale*W (on the image's device; its shape is `StreamBuffers.band`, the one the memory planner
+    counts); once a row of windows is done, the output rows no later window touches are normalised, clamped
+    and passed on, so no copy of the whole output exists here (the sink decides where it goes: a tensor in
+    `upscale_with`, a uint8/uint16 array in `kdsr upscale`). Blend weights are separable, so the normaliser is
+    a product of two 1-D sums. One window covering the image: the network's own output, clamped, in one block
+    (identical to untiled).
+
+    progress(done, total) counts every model call; stages(stage, done, total) counts them per stage
+    (ENCODE, then RESTORE), in the order of `work_plan`.
     """
     s = runner.scale
     B, _, H, W = image.shape
-    win_h = H if tile is None else min(tile + 2 * tile_pad, H)
-    win_w = W if tile is None else min(tile + 2 * tile_pad, W)
-    rows = window_starts(H, win_h, 2 * tile_pad)
-    cols = window_starts(W, win_w, 2 * tile_pad)
+    win_h, win_w, rows, cols = sr_layout((H, W), tile, tile_pad)
     single = len(rows) == 1 and len(cols) == 1  # one window covers the image: no tiling at all
     enc_tile = None if single else tile
-    n_enc = 1 if enc_tile is None else math.ceil(H / enc_tile) * math.ceil(W / enc_tile)
-    per_row = math.ceil(len(cols) / tile_batch)
-    n_sr = len(rows) * per_row
-    total_steps = (0 if degradation is not None else n_enc) + n_sr
+    plan = work_plan((H, W), tile, tile_pad, runner.encoder_radius, tile_batch, degradation is None)
+    total_steps = sum(len(v) for v in plan.values())
+    n_sr = len(plan[RESTORE])
+    counter = {"done": 0}
 
-    def report(done: int) -> None:
+    def report(stage: str, done: int) -> None:
+        counter["done"] += 1
         if progress is not None:
-            progress(done, total_steps)
+            progress(counter["done"], total_steps)
+        if stages is not None:
+            stages(stage, done, len(plan[stage]))
 
     with torch.no_grad():
         d = (
-            estimate_with(runner, image, enc_tile, lambda k, _n: report(k))
+            estimate_with(runner, image, enc_tile, lambda k, _n: report(ENCODE, k))
             if degradation is None
             else degradation
         )
-        done = total_steps - n_sr
+        done = 0
         if single:
             out = runner.sr(runner.to_input(image), d).clamp_(0, 1)
-            report(total_steps)
+            report(RESTORE, n_sr)
             sink(0, out)
             return
 
@@ -353,7 +334,9 @@ def upscale_stream(
         col_w = _axis_weights(cols, win_w, W, s)
         row_norm = _coverage(rows, row_w, s, H).to(image.device)
         col_norm = _coverage(cols, col_w, s, W).to(image.device)
-        band = torch.zeros(B, 3, s * win_h, s * W, dtype=torch.float32, device=image.device)
+        band = torch.zeros(
+            StreamBuffers(B, s, win_h, win_w, W, tile_batch).band, dtype=torch.float32, device=image.device
+        )
         for i, top in enumerate(rows):
             wy = row_w[i].to(image.device).view(-1, 1)
             for first in range(0, len(cols), tile_batch):
@@ -366,7 +349,7 @@ def upscale_stream(
                     x = s * cols[j]
                     band[:, :, :, x : x + s * win_w].addcmul_(sr[k * B : (k + 1) * B], weight)
                 done += 1
-                report(done)
+                report(RESTORE, done)
             y0 = s * top
             y1 = s * rows[i + 1] if i + 1 < len(rows) else s * H
             _flush(band[:, :, : y1 - y0], row_norm[y0:y1], col_norm, y0, sink)
@@ -375,9 +358,6 @@ def upscale_stream(
                 band.zero_()
                 band[:, :, : keep.shape[2]] = keep
                 del keep
-
-
-FLUSH_ROWS = 64  # output rows normalised and handed to the sink at a time (bounds the temporaries)
 
 
 def _flush(band: torch.Tensor, row_norm: torch.Tensor, col_norm: torch.Tensor, y0: int, sink: Sink) -> None:
@@ -410,119 +390,3 @@ def _check_degradation(d: torch.Tensor, batch: int, n_feats: int) -> torch.Tenso
     if not d.is_floating_point() or not bool(torch.isfinite(d).all()):
         raise ValueError("degradation must be a finite floating tensor (e.g. from model.encode(lr)[0])")
     return d.expand(batch, -1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# choosing the tile from a memory budget
-# ----------------------------------------------------------------------------------------------------
-MIN_AUTO_TILE = 32  # smallest tile `plan_tile` picks (below it the overlap costs more than the tile)
-
-
-@dataclass(frozen=True)
-class MemoryModel:
-    """Measured peak bytes per LR pixel of one window (batch 1): of the encoder's features and of the SR
-    network (its (scale^2 * 3) float output included), safety factor applied (see kdsr.memory); plus a
-    constant per window for what a probe misses: a oneDNN convolution of a new shape creates a primitive
-    (JIT code, scratchpad) outside torch's allocator -- measured ~6 MB on a 256x256 bf16 encoder window."""
-
-    encoder_per_px: float
-    sr_per_px: float
-    overhead: int = 16 * 2**20  # per window: library state a probe does not see (oneDNN primitives, scratch)
-
-    def window_bytes(self, kind: str, pixels: int) -> float:
-        """Peak bytes of one `kind` ("encoder" / "sr") window of `pixels` LR pixels (batch included)."""
-        return self.overhead + (self.encoder_per_px if kind == "encoder" else self.sr_per_px) * pixels
-
-
-def measure_memory(runner: TileRunner, device: torch.device, how: str = "torch") -> MemoryModel:
-    """Probe the runner on a kdsr.memory.PROBE-sized window and measure its peak (first calls included:
-    one-off caches count, which errs on the safe side; an onnxruntime arena would hide a second call).
-
-    how: "torch" (profiler on CPU / allocator stats on CUDA; a PyTorch model) or "rss" (onnxruntime).
-    A probe whose measurement is unavailable gives a deliberately large 64 KiB per pixel.
-    """
-    from . import memory
-
-    n = memory.PROBE
-    with torch.no_grad():
-        x = runner.to_input(torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0)))
-        d = runner.head(runner.features(x).double().mean(dim=(2, 3)))
-
-        def enc() -> None:
-            runner.features(x)
-
-        def sr() -> None:
-            runner.sr(x, d)
-
-        peaks = [memory.measure_peak(fn, how, device) for fn in (enc, sr)]
-    factor = memory.safety_factor(device, how)
-    enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
-    return MemoryModel(enc_px, sr_px)
-
-
-def _band_bytes(B: int, scale: int, win_h: int, win_w: int, W: int) -> int:
-    """Host float32 bytes of the blending in `upscale_stream`: the band and its shift copy, the float copy of
-    a window's output and its weighted product, and the flush temporaries."""
-    band = B * 3 * 4 * scale * win_h * scale * W
-    window = B * 3 * 4 * scale * win_h * scale * win_w
-    flush = 3 * B * 3 * 4 * FLUSH_ROWS * scale * W
-    return 2 * band + 2 * window + flush
-
-
-def plan_tile(
-    mem: MemoryModel,
-    image_hw: tuple[int, int],
-    scale: int,
-    tile_pad: int,
-    encoder_radius: int,
-    budget: int,
-    fixed: int = 0,
-    *,
-    batch: int = 1,
-    tile_batch: int = 1,
-    host_budget: int | None = None,
-) -> int | None:
-    """The tile for `upscale_stream` that keeps the peak under the budget: None (untiled) when the whole
-    image fits, else the largest tile >= MIN_AUTO_TILE that does.
-
-    budget: bytes for the network's working set -- plus, when host_budget is None (CPU: one memory), the
-    blending band and the `fixed` bytes of the caller's own arrays (decoded image, LR tensor, output array).
-    host_budget (CUDA): host bytes for `fixed` + the band; `budget` is then device memory only.
-    Raises MemoryError with a one-line message when even the smallest tile does not fit.
-    """
-    H, W = image_hw
-    shared = host_budget is None
-
-    def cost(tile: int | None) -> tuple[float, float]:
-        """(network working set, host arrays + blending band) in bytes."""
-        if tile is None:
-            work = max(mem.window_bytes(k, batch * H * W) for k in ("encoder", "sr"))
-            return work, fixed + 3 * batch * 3 * 4 * FLUSH_ROWS * scale * W
-        win_h, win_w = min(tile + 2 * tile_pad, H), min(tile + 2 * tile_pad, W)
-        enc_h, enc_w = min(tile + 2 * encoder_radius, H), min(tile + 2 * encoder_radius, W)
-        work = max(
-            mem.window_bytes("encoder", batch * enc_h * enc_w),
-            mem.window_bytes("sr", batch * tile_batch * win_h * win_w),
-        )
-        return work, fixed + _band_bytes(batch, scale, win_h, win_w, W)
-
-    def fits(tile: int | None) -> bool:
-        work, host = cost(tile)
-        return work + host <= budget if shared else (work <= budget and host <= host_budget)
-
-    if fits(None):
-        return None
-    lo, hi = MIN_AUTO_TILE, max(H, W)
-    if not fits(lo):
-        from .memory import format_size
-
-        work, host = cost(lo)
-        need, have = (work + host, budget) if shared else max((work, budget), (host, host_budget))
-        raise MemoryError(
-            f"a {W}x{H} image at x{scale} needs about {format_size(need)} even in {lo}-pixel tiles, more "
-            f"than the budget of {format_size(have)}; raise --max-memory or free memory"
-        )
-    while lo < hi:  # the largest fitting tile: fits() is monotone in the tile size
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    return lo

@@ -9,8 +9,9 @@ stride-1 2×2 max-pool followed by a [1 2 1]ᵀ[1 2 1]/16 blur with stride 2 aft
 (the filter is read from the file). Features: the five ReLU outputs relu1_2 … relu5_3; the distance is the
 LPIPS formula with the file's linear heads and input scaling. The weights file
 ``stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth`` is found by path (``importlib.util.find_spec``) and
-read with ``torch.load(weights_only=True)``; the package is never imported (it imports torchvision and
-IPython). Install: ``pip install --no-deps stlpips-pytorch==0.0.2`` or ``pip install -e ".[gan]"``.
+read with ``kdsr.safe_load.torch_load`` (no code runs); the package is never imported (it imports
+torchvision and IPython). Install: ``pip install --no-deps stlpips-pytorch==0.0.2`` or
+``pip install -e ".[gan]"``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics_lpips import lpips_distance
-from .models.backbones import VGG16_CFG, vgg_layers
+from ..safe_load import torch_load
+from .backbones import VGG16_CFG, vgg_layers
+from .lpips_net import lpips_distance
 
 __all__ = ["STLPIPSVGG16", "stlpips_weights_path", "STLPIPSUnavailable", "STLPIPS_INSTALL"]
 
@@ -83,7 +85,7 @@ class STLPIPSVGG16(nn.Module):
             lin.model = nn.Sequential(nn.Identity(), nn.Conv2d(c, 1, 1, bias=False))
             setattr(self, f"lin{k}", lin)
         path = Path(weights) if weights is not None else stlpips_weights_path()
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        self.load_state_dict(torch_load(path), strict=True)
         self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> STLPIPSVGG16:

@@ -1,6 +1,6 @@
-"""Issue 12: how peaked softmax(D'/τ) is for a model, i.e. how much a KL KD loss at temperature τ can see.
+"""Measured (issue 12): how peaked softmax(D'/τ) is per model, i.e. how much a KL KD loss at τ can see.
 
-    python scripts/dprime_softmax_entropy.py --checkpoint iso-x4-teacher runs/small_iso_x4_teacher/last.pt
+    python experiments/dprime_softmax_entropy.py --checkpoint iso-x4-teacher runs/small_iso_x4_teacher/last.pt
         [--temperatures 0.15 0.5 1 2] [--json F]
 
 Set14 crops (32x32 LR, seeded) blurred with 8 σ in 0.2-4.0, as the σ read-out. For each model: mean |D'|, the

@@ -1,6 +1,6 @@
-"""Issue 12: what the degradation representation D is worth to each model's SR network, in dB.
+"""Measured (issue 12): what the degradation representation D is worth to each model's SR network, in dB.
 
-    python scripts/dprime_value.py --teacher T --students S1 S2 [--labels L1 L2] [--json F]
+    python experiments/dprime_value.py --teacher T --students S1 S2 [--labels L1 L2] [--json F]
 
 On the Gaussian8 x4 pairs of --hr-dir (Y PSNR, 4-px border, as `kdsr eval`), each SR network is run with:
   own       its own D (the model as evaluated);

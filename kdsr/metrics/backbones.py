@@ -3,8 +3,9 @@
 Module ``i`` of a list built here is module ``i`` of torchvision's ``vgg16().features`` /
 ``vgg19().features`` / ``alexnet().features`` (conv, ReLU, …, max-pool), so ``nn.Sequential(*layers)`` loads
 a torchvision state dict by key ``features.<i>.weight/bias`` (``load_torchvision_features``). Callers cut the
-list after the deepest layer they read. Used by ``kdsr.metrics_lpips`` (VGG16, AlexNet), ``kdsr.stlpips_net``
-(VGG16 with blurred pools) and ``kdsr.training.perceptual`` (VGG19). Inputs are (B, 3, H, W) float.
+list after the deepest layer they read. Used by ``kdsr.metrics.lpips_net`` (VGG16, AlexNet),
+``kdsr.metrics.stlpips_net`` (VGG16 with blurred pools) and ``kdsr.training.perceptual`` (VGG19). Inputs
+are (B, 3, H, W) float.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from ..safe_load import torch_load
 
 __all__ = [
     "VGG16_CFG",
@@ -87,10 +89,11 @@ def alexnet_layers() -> list[nn.Module]:
 def load_torchvision_features(features: nn.Module, path: str | Path) -> list[str]:
     """Load ``features.<i>.*`` of a torchvision state dict file into ``features`` (the stack, keys ``<i>.*``).
 
-    The file is read with ``torch.load(weights_only=True)``; other keys (``classifier.*``, deeper layers) are
-    ignored. Returns ``[]`` once loaded, else the sorted torchvision keys the file lacks (nothing is loaded).
+    The file is read with ``kdsr.safe_load.torch_load`` (no code runs); other keys (``classifier.*``, deeper
+    layers) are ignored. Returns ``[]`` once loaded, else the sorted torchvision keys the file lacks (nothing
+    is loaded).
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    state = torch_load(Path(path))
     own = features.state_dict()
     picked = {k: state[f"features.{k}"] for k in own if f"features.{k}" in state}
     missing = sorted(f"features.{k}" for k in own if k not in picked)

@@ -8,8 +8,8 @@ constants. The heads ``w_l`` are read by path from the installed ``lpips`` packa
 (``lpips/weights/v0.1/{vgg,alex}.pth``; ``pip install --no-deps lpips==0.1.4``: it declares torchvision)
 without importing it (its module imports torchvision). The backbone is a torchvision-format state dict the
 user supplies (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``): no wheel ships ImageNet weights. Files
-are read with ``torch.load(weights_only=True)``. Inputs: RGB (B, 3, H, W) float in [0, 1]; output: (B,)
-float64 values.
+are read with ``kdsr.safe_load.torch_load`` (no code runs). Inputs: RGB (B, 3, H, W) float in [0, 1];
+output: (B,) float64 values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.backbones import VGG16_CFG, alexnet_layers, load_torchvision_features, vgg_layers
+from ..safe_load import torch_load
+from .backbones import VGG16_CFG, alexnet_layers, load_torchvision_features, vgg_layers
 
 __all__ = ["LPIPS", "lpips_distance", "lpips_heads_path", "LPIPSUnavailable", "LPIPS_BACKBONE_FILES"]
 
@@ -32,7 +33,7 @@ LPIPS_BACKBONE_FILES = {
     "vgg": "vgg16-397923af.pth (https://download.pytorch.org/models/vgg16-397923af.pth)",
     "alex": "alexnet-owt-7be5be79.pth (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)",
 }
-# the ReLU indices of torchvision's `features` layouts (kdsr.models.backbones) that LPIPS reads
+# the ReLU indices of torchvision's `features` layouts (kdsr.metrics.backbones) that LPIPS reads
 _VGG16_TAPS = (3, 8, 15, 22, 29)
 _ALEX_TAPS = (1, 4, 7, 9, 11)
 
@@ -95,7 +96,7 @@ class LPIPS(nn.Module):
 
     def load_heads(self, path: str | Path) -> None:
         """Load the linear heads ``lin<k>.model.1.weight`` (1, C_k, 1, 1) from an lpips weights file."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        state = torch_load(Path(path))
         for k, h in enumerate(self.heads):
             h.data.copy_(state[f"lin{k}.model.1.weight"])
 

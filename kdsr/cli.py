@@ -21,7 +21,18 @@ from kdsr.commands._common import (
     UsageError,
 )
 
-SUBCOMMANDS = ("upscale", "export", "profile", "degrade", "train", "eval", "tsne", "prepare_subimages")
+SUBCOMMANDS = (
+    "upscale",
+    "export",
+    "profile",
+    "degrade",
+    "train",
+    "eval",
+    "tsne",
+    "prepare_subimages",
+    "calibrate",
+    "inspect",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -412,4 +412,5 @@ def load(
         ) from exc
     if map_location is not None:
         model.to(map_location)
+    model.source_path = None if isinstance(path_or_name, dict) else path  # kdsr.steering finds calibrations
     return model.eval()

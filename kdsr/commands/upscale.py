@@ -14,6 +14,7 @@ file failed (2 for a bad command line, checkpoint or device).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,27 @@ def add_parser(subparsers) -> None:
         "--suffix",
         default=None,
         help="appended to each output file name (default _x<scale>, e.g. photo_x4.png; '' for none)",
+    )
+    p.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help="non-blind: restore as if blurred by Gaussian σ = S (HR pixels), using the model's calibration "
+        "(<model>.calibration.safetensors beside it, `kdsr calibrate`); S must be in its calibrated range",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="X",
+        help="restoration strength relative to the model's own estimate: 1 = blind (identical to no flag), "
+        "<1 gentler, >1 stronger (moves the estimated σ to X·σ along the calibration; PyTorch models only)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration file for --blur-sigma/--strength (default: the one beside the model file)",
     )
     add_runtime_flags(p, device_default=None, device_default_help="auto; cpu with --onnx")
     add_trust_checkpoint_flag(p)
@@ -276,11 +298,12 @@ def choose_tile(plan: Plan, px: Pixels, runner, device) -> int | None:
     )
 
 
-def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool = True) -> Pixels:
+def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool = True, steer=None) -> Pixels:
     """Super-resolve decoded `px` with a TileRunner into a new Pixels of the same bit depth.
 
     The result is streamed into a preallocated uint8/uint16 array; alpha is upscaled separately (bicubic).
     Tiles as `plan` says; a tile (or whole image) that runs out of memory is retried in half-size tiles.
+    `steer(lr (1, 3, H, W), tile)`: the degradation every tile shares (kdsr.steering), or None (blind).
     """
     import torch
     from tqdm import tqdm
@@ -292,6 +315,7 @@ def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool =
     H, W = px.rgb.shape[:2]
     tile = choose_tile(plan, px, runner, device)
     lr = pixels_to_tensor(px)[None]
+    degradation = None if steer is None else steer(lr, tile)
     out = np.empty((s * H, s * W, 1 if px.grayscale else 3), px.rgb.dtype)
     if plan.tile == "auto":
         steps = sr_steps(runner, (H, W), tile, plan.tile_pad)
@@ -309,7 +333,7 @@ def upscale_pixels(runner, px: Pixels, plan: Plan, device, say, progress: bool =
                 bar.update(done - bar.n)
 
         try:
-            upscale_stream(runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, None, report)
+            upscale_stream(runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, degradation, report)
             break
         except Exception as exc:
             if not _is_out_of_memory(exc) or (tile is not None and tile <= MIN_RETRY_TILE):
@@ -335,6 +359,28 @@ def _load_onnx(args, device):
     if device.type != "cpu" or args.half or args.precision != "fp32":
         raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device/--half/--precision")
     return OnnxStudent(args.onnx, threads=args.threads)
+
+
+def _steering(args, model):
+    """None (blind), or a function (lr, tile, runner) -> the degradation for --blur-sigma / --strength;
+    ValueError (exit 2) for a model without a matching calibration or a σ outside its range."""
+    from kdsr.steering import load_calibration, resolve_degradation
+    from kdsr.steering.steer import check_steering
+
+    check_steering(args.blur_sigma, args.strength)
+    if args.blur_sigma is None and args.strength in (None, 1.0):
+        return None
+    if args.strength is not None and args.onnx is not None:
+        raise ValueError("--strength needs the PyTorch model (--checkpoint); with --onnx use --blur-sigma")
+    cal = load_calibration(model, args.calibration)
+    if args.blur_sigma is not None:
+        d = resolve_degradation(model, None, blur_sigma=args.blur_sigma, calibration=cal)  # range checked now
+        return lambda lr, tile, runner: (
+            d.to(model.sr_net.head.weight.dtype) if hasattr(model, "sr_net") else d
+        )
+    return lambda lr, tile, runner: resolve_degradation(
+        model, lr, strength=args.strength, calibration=cal, tile=tile, runner=runner
+    )
 
 
 def run(args) -> int:
@@ -379,6 +425,7 @@ def run(args) -> int:
                 f"{args.checkpoint} holds a {type(model).__name__}; upscaling needs a student (a teacher "
                 "needs the HR image)"
             )
+        steering = _steering(args, model)  # before --half: the fingerprint is of the stored weights
         if args.half:
             model.to(torch.float16 if device.type == "cuda" else torch.bfloat16)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
@@ -389,6 +436,7 @@ def run(args) -> int:
     else:
         runner, how = kdsr.tiling.runner_for(model, args.precision), "torch"
     plan = Plan(tile, args.tile_pad, args.tile_batch, None, max_memory)
+    steer = None if steering is None else functools.partial(steering, runner=runner)
     suffix = f"_x{model.scale}" if args.suffix is None else args.suffix
     files = collect_inputs(args.inputs)
     if not files:
@@ -406,7 +454,7 @@ def run(args) -> int:
                 raise ValueError(f"output {dst} would overwrite the input; use another -o or --suffix")
             if plan.tile == "auto" and plan.memory is None:  # measured once per model / precision / device
                 plan.memory = kdsr.tiling.measure_memory(runner, device, how)
-            result = upscale_pixels(runner, data, plan, device, say, progress=not args.no_progress)
+            result = upscale_pixels(runner, data, plan, device, say, not args.no_progress, steer)
             del data
             write_pixels(dst, result)
             written[dst.resolve()] = src

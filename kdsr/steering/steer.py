@@ -11,7 +11,8 @@ P per setting; between settings it is interpolated linearly.
   * blur_sigma=S: P = P_cal(S). The image is not looked at.
   * strength=X: the image's own estimate σ̂ (ridge readout of its own D), moved along the calibration curve
     to X·σ̂ while keeping the image's own offset from the curve: P = P_own + P_cal(X·σ̂) − P_cal(σ̂), with X·σ̂
-    clamped to the calibrated range. X = 1 returns None: plain blind upscaling, bit for bit.
+    σ̂ and X·σ̂ clamped to the calibrated range (so below its low end
+    only X > 1 changes anything). X = 1 returns None: plain blind upscaling, bit for bit.
     (docs/steering.md measures this against scaling D itself.)
 """
 
@@ -62,8 +63,8 @@ def steered_pooled(
         return calibration.interpolate("blur_sigma", float(blur_sigma))
     sigma_hat = float(calibration.read(d_own)[0, calibration.index("blur_sigma")])
     p = calibration.parameter("blur_sigma")
-    here = min(max(sigma_hat, p.low), p.high)
-    there = min(max(strength * sigma_hat, p.low), p.high)
+    here = min(max(sigma_hat, p.low), p.high)  # an estimate below the range moves from its low end
+    there = min(max(strength * here, p.low), p.high)
     shift = calibration.interpolate("blur_sigma", there) - calibration.interpolate("blur_sigma", here)
     return own.double().cpu() + shift
 

@@ -79,6 +79,8 @@ SHARED = {
     "profile": {"--device", "--threads"},
     "export": {"--threads"},  # traces on the CPU
     "prepare_subimages": {"--no-progress"},  # image I/O only
+    "calibrate": {"--device", "--threads", "--no-progress"},
+    "inspect": {"--device", "--threads", "--no-progress"},
 }
 
 

@@ -109,6 +109,8 @@ def main() -> None:
                     "read_sigma": float(np.mean(sig)),
                 }
         res["strength"] = strength
+        (out / "results.json").write_text(json.dumps(res, indent=1))  # in case the figure fails
+        (out / "table.md").write_text(markdown(res))
         # 4. figure: one crop at five strengths
         figure(model, cal, hr[0:1], out / "strengths.png", res)
     res["seconds"] = round(time.time() - start, 1)
@@ -129,7 +131,7 @@ def figure(model, cal, hr, path: Path, res: dict) -> None:
     panels = [("HR (true σ 2.0)", hr[0])]
     for x in STRENGTHS:
         sr = kdsr.upscale(model, lr, degradation=resolve_degradation(model, lr[0], strength=x))
-        panels.append((f"strength {x:g}: {psnr(sr, hr):.2f} dB", sr[0]))
+        panels.append((f"strength {x:g}: {float(psnr(sr, hr).mean()):.2f} dB", sr[0]))
     for ax, (title, img) in zip(axes, panels, strict=True):
         ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(title, fontsize=9)

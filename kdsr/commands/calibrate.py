@@ -1,7 +1,8 @@
 """`kdsr calibrate`: measure what a model's degradation vector D means, for `kdsr inspect` and steering.
 
-kdsr calibrate --checkpoint iso-x4-student --hr-dir B100/ -o kdsr/weights/iso-x4-student.calibration.safetensors
-kdsr calibrate --checkpoint runs/x/last.pt --hr-dir B100/ --config small_iso_x4_student -o runs/x/last.calibration.safetensors
+kdsr calibrate --checkpoint iso-x4-student --hr-dir B100/ -o iso-x4-student.calibration.safetensors
+kdsr calibrate --checkpoint runs/x/last.pt --hr-dir B100/ --config small_iso_x4_student \
+    -o runs/x/last.calibration.safetensors
 
 HR crops of the training images are degraded over the model's training range (blur σ, and noise levels when
 the model saw noise), encoded, and the mean D per setting plus a ridge readout D -> parameter are written to

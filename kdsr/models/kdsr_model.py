@@ -269,7 +269,12 @@ def shipped_names() -> list[str]:
     """Names of the weight files shipped in kdsr/weights/ (loadable with `load(name)`)."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.name[: -len(SAFETENSORS_SUFFIX)] for p in WEIGHTS_DIR.glob("*" + SAFETENSORS_SUFFIX))
+    files = (
+        p
+        for p in WEIGHTS_DIR.glob("*" + SAFETENSORS_SUFFIX)
+        if not p.name.endswith(".calibration.safetensors")
+    )
+    return sorted(p.name[: -len(SAFETENSORS_SUFFIX)] for p in files)
 
 
 def _resolve_path(path_or_name: str | os.PathLike) -> Path:
@@ -412,4 +417,5 @@ def load(
         ) from exc
     if map_location is not None:
         model.to(map_location)
+    model.source_path = None if isinstance(path_or_name, dict) else path  # kdsr.steering finds calibrations
     return model.eval()

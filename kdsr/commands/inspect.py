@@ -45,8 +45,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     import kdsr
-    from kdsr.commands._common import resolve_device
-    from kdsr.commands.upscale import collect_inputs
+    from kdsr.commands._common import resolve_device, scan_images
     from kdsr.data.io import read_image
     from kdsr.steering import CalibrationError, estimate_degradation, load_calibration
 
@@ -62,9 +61,7 @@ def run(args) -> int:
         calibration = load_calibration(model, args.calibration)
     except CalibrationError as exc:
         raise UsageError(str(exc)) from None
-    files = collect_inputs(args.inputs)
-    if not files:
-        raise UsageError("no input images found")
+    files = scan_images(args.inputs)
     results, failed = [], 0
     for path in tqdm(files, desc="inspect", unit="img", disable=args.no_progress or len(files) < 2):
         try:

@@ -33,7 +33,6 @@ import torch
 
 from ._alloc import new_buffer
 
-NAME = "triton"
 DEVICE_TYPES = ("cuda", "cpu")
 
 MAX_TILE = 4096  # outputs per program: a 64x64 plane (the KDSR training shape) is one program

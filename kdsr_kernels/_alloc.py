@@ -2,9 +2,10 @@
 
 Outputs follow the input's memory format: `memory_format(x)` is torch's own rule (the Python twin of
 `Tensor.suggest_memory_format()`, which the C++ operators use), so every backend and every fake (shape)
-function agree on the strides of what they return. With `KDSR_POISON_OUTPUTS=1` in the environment (the test
-suite sets it) every buffer a kernel is expected to overwrite completely starts as NaN instead of uninitialised
-memory, so an element a kernel forgets to write shows up as NaN rather than as a plausible leftover value.
+function agree on the strides of what they return. With `KDSR_POISON_OUTPUTS=1` in the environment (the
+test suite sets it) every buffer a kernel is expected to overwrite completely starts as NaN instead of
+uninitialised memory, so an element a kernel forgets to write shows up as NaN rather than as a plausible
+leftover value.
 """
 
 from __future__ import annotations
@@ -32,6 +33,6 @@ def new_buffer(
     device: torch.device,
     layout: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """A dense tensor in `layout` the caller's kernel will overwrite entirely (NaN-filled when poisoning is on)."""
+    """A dense tensor in `layout` the caller's kernel will overwrite entirely (NaN when poisoning is on)."""
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
     return out.fill_(float("nan")) if poison_enabled() else out

@@ -7,7 +7,7 @@ frame, one validation, then dispatcher -> C++. Reference and Triton are Python i
 Python custom op `torch.ops.kdsr.idr_ddc(x, weight, negative_slope, backend)`, backend "reference" or
 "triton" (the compiled backends are `torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)`).
 
-Every backend returns outputs in x's memory format (`_alloc.memory_format`: channels_last in, channels_last out).
+Every backend returns outputs in x's memory format (`_alloc.memory_format`: channels_last in, out).
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def resolve_backend(backend: str, device_type: str) -> str:
 def _python_backend(backend: str) -> Backend:
     if backend not in PYTHON_BACKENDS:
         raise ValueError(
-            f"torch.ops.kdsr.idr_ddc runs the Python backends {PYTHON_BACKENDS}, not {backend!r}; the compiled "
-            "backends are torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope) (or use idr_ddc(...))"
+            f"torch.ops.kdsr.idr_ddc runs the Python backends {PYTHON_BACKENDS}, not {backend!r}; the "
+            "compiled backends are torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)"
         )
     return BACKENDS[backend]
 
@@ -188,8 +188,8 @@ def _idr_ddc_backward_op(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (grad_x in x's memory format, grad_w contiguous); a gradient that is not needed comes back as an
-    empty (0,) tensor."""
+    """Returns (grad_x in x's memory format, grad_w contiguous); a gradient that is not needed comes back as
+    an empty (0,) tensor."""
     record = _python_backend(backend)
     if x.numel() == 0:
         grad_x, grad_w = _like(x).zero_(), torch.zeros_like(weight, memory_format=torch.contiguous_format)

@@ -27,7 +27,7 @@ def _math_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W) in x's dtype and memory format (fp16/bf16: fp32 math)."""
+    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W), x's dtype and memory format (fp16/bf16: fp32 math)."""
     dtype, layout = x.dtype, memory_format(x)
     x, weight = x.to(_math_dtype(dtype)), weight.to(_math_dtype(dtype))
     B, C, H, W = x.shape

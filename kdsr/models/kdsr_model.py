@@ -59,7 +59,7 @@ def _mode_for(fused_kernels: bool | str) -> str:
     """IDR-DDC mode for a fused_kernels argument: True -> "auto", False -> "pytorch", or a backend name."""
     if isinstance(fused_kernels, bool):
         return "auto" if fused_kernels else PYTORCH
-    valid = ("auto", PYTORCH, *kdsr_kernels.ops.BACKEND_MODULES)
+    valid = ("auto", PYTORCH, *kdsr_kernels.ops.BACKENDS)
     if isinstance(fused_kernels, str) and fused_kernels in valid:
         return fused_kernels
     raise ValueError(f"fused_kernels must be True, False or one of {list(valid)}, got {fused_kernels!r}")

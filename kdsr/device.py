@@ -46,7 +46,7 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", index)
 
 
-# -- allocator ---------------------------------------------------------------------------------------------------
+# -- allocator ---------------------------------------------------------------------------------------------
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MALLOC_ENV = "KDSR_MALLOC"
@@ -78,14 +78,17 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> str:
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1
+        ok = (
+            libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1
+        )
     except (OSError, AttributeError):
         ok = False
     _malloc_state = "raised" if ok else "failed"
     return _malloc_state
 
 
-# -- native low precision ----------------------------------------------------------------------------------------
+# -- native low precision ----------------------------------------------------------------------------------
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -1,4 +1,4 @@
-"""How close a KDSR network runs to its machine's own limit: MAC/s against a dense 3x3 conv, memory-bound share.
+"""How close a KDSR network runs to its machine's limit: MAC/s against a dense 3x3 conv, memory-bound share.
 
     result = roofline(kdsr.load("iso-x4-student"), (256, 256), precision="fp32", rounds=7)
     print(result.summary())
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -163,7 +162,7 @@ def roofline(
     return Roofline(macs=macs, network_s=net_s, conv_macs=conv_macs * batch, conv_s=conv_s, rounds=rounds)
 
 
-# -- where the time goes ---------------------------------------------------------------------------------------
+# -- where the time goes -----------------------------------------------------------------------------------
 def _tensors(tree) -> list[torch.Tensor]:
     return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
@@ -261,9 +260,3 @@ def memory_bound_share(census: dict[str, dict[str, float]], bandwidth: float) ->
         "x_floor": mem_s / floor_s if floor_s else float("nan"),
         "bandwidth": bandwidth,
     }
-
-
-def autocast_context(device: torch.device, precision: str):
-    """autocast to `precision`'s low dtype on `device`, or a no-op for fp32."""
-    low = PRECISIONS[precision]
-    return nullcontext() if low is None else torch.autocast(device.type, dtype=low)

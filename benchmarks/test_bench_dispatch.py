@@ -8,7 +8,7 @@ path: Python frames, validation, the dispatcher, allocation. Goal (issue 11): id
 every candidate for CALLS calls, in a rotating order) and compared by their medians over ROUNDS rounds, so a
 load change on a shared machine hits all of them alike. Rows: `torch.add`; `idr_ddc` (the public function,
 backend "auto" -> the compiled backend of the device); `op compiled` (`torch.ops.kdsr.idr_ddc_compiled`, the
-C++ operator, no Python); `op python` (`torch.ops.kdsr.idr_ddc`, the Python custom op with backend named).
+C++ operator, no Python). (The Python custom op `torch.ops.kdsr.idr_ddc` serves only the Python backends.)
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ def test_dispatch_overhead_forward_no_grad(benchmark):
         "torch.add": lambda: torch.add(x, other),
         "idr_ddc": lambda: kdsr_kernels.idr_ddc(x, w, SLOPE),
         "op compiled": lambda: torch.ops.kdsr.idr_ddc_compiled(x, w, SLOPE),
-        "op python": lambda: torch.ops.kdsr.idr_ddc(x, w, SLOPE, COMPILED),
     }
     with torch.no_grad():
         medians = benchmark.pedantic(_interleaved_medians, args=(candidates,), rounds=1, iterations=1)
@@ -115,10 +114,7 @@ def test_dispatch_overhead_forward_backward(benchmark):
     def compiled():
         torch.ops.kdsr.idr_ddc_compiled(x, w, SLOPE).backward(grad)
 
-    def python_op():
-        torch.ops.kdsr.idr_ddc(x, w, SLOPE, COMPILED).backward(grad)
-
-    candidates = {"torch.add": add, "idr_ddc": public, "op compiled": compiled, "op python": python_op}
+    candidates = {"torch.add": add, "idr_ddc": public, "op compiled": compiled}
     medians = benchmark.pedantic(_interleaved_medians, args=(candidates,), rounds=1, iterations=1)
     benchmark.extra_info.update(medians_us=medians, table=_report("forward+backward", medians))
     ratio = medians["idr_ddc"] / medians["torch.add"]

@@ -10,11 +10,16 @@ path). Shapes (fp32, k=3, fused LeakyReLU(0.1)): training B=16 on CPU / 48 on GP
 "bwd" = fused backward (grad_x and grad_w, reading the saved output), "fwd+bwd" = both. Each group also
 holds a "memcpy" row that copies as many bytes as the pass must move: the floor on this machine, measured
 in the same run.
+
+`test_bench_layout_nhwc_vs_nchw` times the compiled backend on channels_last against NCHW inputs (fp32, bf16;
+forward and fused backward), interleaved round by round, and prints NHWC/NCHW median ratios.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
 
 import pytest
 import torch
@@ -96,3 +101,60 @@ def test_bench_idr_ddc(benchmark, shape_name, pass_, impl):
                 bytes_moved=benchmark.extra_info["bytes_moved"],
             )
         )
+
+
+# ---- memory layout: channels_last (NHWC) against NCHW, same backend, same run ------------------------------
+LAYOUT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LAYOUT_ROUNDS = 15 if DEVICE.type == "cpu" else 50
+
+
+def _layout_pass(shape, dtype, channels_last: bool, pass_: str):
+    """`pass_` of the compiled backend of DEVICE ("auto") on NCHW or channels_last inputs, preallocated."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    B, C, H, W = shape
+    x = torch.randn(shape, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
+    w = (torch.randn(B, C, K, K, device=DEVICE) / K).to(dtype)
+    grad_out = torch.randn(shape, device=DEVICE, dtype=dtype).contiguous(memory_format=fmt)
+    backend = ops.BACKENDS[ops.resolve_backend("auto", DEVICE.type)]
+    out = backend.forward(x, w, SLOPE)
+    if pass_ == "fwd":
+        return lambda: backend.forward(x, w, SLOPE)
+    return lambda: backend.backward(grad_out, x, w, out, SLOPE, True, True)
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+@pytest.mark.parametrize("dtype_name", list(LAYOUT_DTYPES))
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_bench_layout_nhwc_vs_nchw(benchmark, shape_name, dtype_name, pass_):
+    """Median time of NHWC / NCHW, the two timed in alternating rounds (a load change hits both alike)."""
+    shape = SHAPES[shape_name]
+    runs = {
+        layout: _layout_pass(shape, LAYOUT_DTYPES[dtype_name], layout == "nhwc", pass_)
+        for layout in ("nchw", "nhwc")
+    }
+
+    def interleaved():
+        times = {layout: [] for layout in runs}
+        for r in range(LAYOUT_ROUNDS):
+            for layout in sorted(runs, reverse=r % 2 == 1):
+                start = time.perf_counter()
+                runs[layout]()
+                synchronize(DEVICE)
+                times[layout].append(time.perf_counter() - start)
+        return {layout: statistics.median(t) for layout, t in times.items()}
+
+    for run in runs.values():  # warm-up
+        run()
+    medians = benchmark.pedantic(interleaved, rounds=1, iterations=1)
+    ratio = medians["nhwc"] / medians["nchw"]
+    benchmark.group = f"idr_ddc layout {DEVICE.type} {_label(shape)} k{K} {dtype_name} {pass_}"
+    benchmark.extra_info.update(
+        nchw_ms=1e3 * medians["nchw"],
+        nhwc_ms=1e3 * medians["nhwc"],
+        nhwc_over_nchw=ratio,
+        threads=torch.get_num_threads(),
+    )
+    print(
+        f"\n{benchmark.group}: NCHW {1e3 * medians['nchw']:.2f} ms, NHWC {1e3 * medians['nhwc']:.2f} ms, "
+        f"NHWC/NCHW {ratio:.2f} ({torch.get_num_threads()} threads)"
+    )

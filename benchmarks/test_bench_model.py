@@ -9,7 +9,8 @@ Groups (each holds a "grouped-conv" row and a "fused" row; pytest-benchmark's ta
 
 "fused" is `fused_kernels=True`, i.e. kdsr_kernels' "auto" backend: the C++ `cpu` backend on CPU once it is
 available, otherwise the `reference` custom op; the backend actually used is saved in extra_info. On a CUDA
-machine the same tests run on the GPU (synchronised). CPU threads: KDSR_BENCH_THREADS (default: all cores).
+machine the same tests run on the GPU (synchronised; KDSR_BENCH_DEVICE=cpu|cuda overrides).
+CPU threads: KDSR_BENCH_THREADS (default: all cores).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import kdsr
 import kdsr_kernels
 
 THREADS = int(os.environ.get("KDSR_BENCH_THREADS", str(os.cpu_count() or 1)))
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE = torch.device(os.environ.get("KDSR_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
 IMPLEMENTATIONS = {"grouped-conv": False, "fused": True}
 
 

@@ -6,7 +6,8 @@
 // its RPT outputs in K*K registers (sliding window down its column), then a butterfly warp reduction and a
 // fixed-order sum over the 8 warps give one value per tap and tile -- stored straight into grad_w when the plane
 // is one tile, else into a float64 workspace that a second kernel sums over tiles in tile order. No atomics, so
-// grad_w is bitwise reproducible.
+// grad_w is bitwise reproducible. Channels_last has its own fused kernel (idr_ddc_bwd_nhwc_kernel) with the same
+// grad_w scheme over pixel runs.
 #include "idr_ddc_cuda.cuh"
 
 namespace kdsr_cuda {
@@ -116,6 +117,17 @@ __global__ void idr_ddc_reduce_tiles_kernel(const double* __restrict__ workspace
   grad_w[idx] = from_acc<T>(sum);
 }
 
+// Launch the tile reduction: grad_w <- workspace summed over its `tiles` per plane.
+template <typename T>
+static cudaError_t reduce_tiles(const IdrDdcParams& p, int64_t tiles, int taps, cudaStream_t stream) {
+  const int64_t n = p.planes * taps;
+  const int threads = 256;
+  auto reduce = idr_ddc_reduce_tiles_kernel<T>;
+  KDSR_LAUNCH(reduce, dim3(static_cast<unsigned>((n + threads - 1) / threads)), dim3(threads), stream,
+              static_cast<const double*>(p.workspace), static_cast<T*>(p.grad_w), p.planes, tiles, taps);
+  return cudaGetLastError();
+}
+
 template <typename T, int K>
 static cudaError_t launch_backward(const IdrDdcParams& p, cudaStream_t stream) {
   typedef typename AccOf<T>::type A;
@@ -133,23 +145,109 @@ static cudaError_t launch_backward(const IdrDdcParams& p, cudaStream_t stream) {
               p.negative_slope, vec);
   err = cudaGetLastError();
   if (err != cudaSuccess || p.grad_w == nullptr || tiles == 1) return err;
-  const int64_t n = p.planes * K * K;
-  const int threads = 256;
-  auto reduce = idr_ddc_reduce_tiles_kernel<T>;
-  KDSR_LAUNCH(reduce, dim3(static_cast<unsigned>((n + threads - 1) / threads)), dim3(threads), stream,
-              static_cast<const double*>(p.workspace), static_cast<T*>(p.grad_w), p.planes, tiles, K * K);
-  return cudaGetLastError();
+  return reduce_tiles<T>(p, tiles, K * K, stream);
 }
 
-template <typename T>
-static cudaError_t backward_for_k(const IdrDdcParams& p, cudaStream_t stream) {
-  switch (p.K) {
-    case 1: return launch_backward<T, 1>(p, stream);
-    case 3: return launch_backward<T, 3>(p, stream);
-    case 5: return launch_backward<T, 5>(p, stream);
-    case 7: return launch_backward<T, 7>(p, stream);
-    default: return cudaErrorInvalidValue;
+// Channels_last fused backward: grad_out, out, x, grad_x (B, H, W, C); weight repacked (B, K, K, C). Each thread
+// (lane = channel) walks its warp's pixels of the run: grad_x from the K*K gated grad_out taps with the flipped
+// kernel, grad_w from the centre g times the K*K x taps; the per-thread sums are added over the 8 warps in warp
+// order, one tap at a time, and stored like the NCHW kernel's (grad_w directly for one run, else the workspace).
+template <typename T, int K>
+__global__ void __launch_bounds__(kThreads)
+    idr_ddc_bwd_nhwc_kernel(const T* __restrict__ grad_out, const T* __restrict__ out, const T* __restrict__ x,
+                            const T* __restrict__ weight, T* __restrict__ grad_x, T* __restrict__ grad_w,
+                            double* __restrict__ workspace, int64_t C, int64_t H, int64_t W, bool has_act,
+                            double negative_slope) {
+  typedef typename AccOf<T>::type A;
+  constexpr int P = K / 2;
+  constexpr int KK = K * K;
+  __shared__ A partial[kNhwcWarps][kNhwcLanes];
+
+  const int64_t blocks = (C + kNhwcLanes - 1) / kNhwcLanes;
+  const int64_t b = blockIdx.x / blocks;
+  const int64_t c = (blockIdx.x % blocks) * kNhwcLanes + threadIdx.x;
+  const bool active = c < C;  // inactive lanes still take part in the barriers below
+  const A slope = static_cast<A>(negative_slope);
+  const bool need_gx = grad_x != nullptr;
+  const bool need_gw = grad_w != nullptr;
+  const int64_t HW = H * W;
+  const int64_t base = b * HW * C + (active ? c : 0);
+  A w_flipped[KK];
+#pragma unroll
+  for (int t = 0; t < KK; ++t) w_flipped[t] = active ? to_acc(weight[(b * KK + (KK - 1 - t)) * C + c]) : A(0);
+  A acc_w[KK];
+#pragma unroll
+  for (int t = 0; t < KK; ++t) acc_w[t] = A(0);
+  auto g_at = [&](int64_t at) {  // LeakyReLU'(out) * grad_out at element `at`
+    return gated<A>(to_acc(grad_out[at]), has_act ? to_acc(out[at]) : A(1), has_act, slope);
+  };
+
+  const int64_t p0 = static_cast<int64_t>(blockIdx.y) * kNhwcTilePixels;
+  const int64_t p1 = p0 + kNhwcTilePixels < HW ? p0 + kNhwcTilePixels : HW;
+  for (int64_t pix = p0 + threadIdx.y; active && pix < p1; pix += kNhwcWarps) {
+    const int64_t h = pix / W;
+    const int64_t col = pix % W;
+    if (need_gx) {  // grad_x[h, col] = sum_ij w[i, j] * g[h - i + P, col - j + P]
+      A acc = A(0);
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        const int64_t hh = h + i - P;
+        if (hh < 0 || hh >= H) continue;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          const int64_t ww = col + j - P;
+          if (ww >= 0 && ww < W) acc += w_flipped[i * K + j] * g_at(base + (hh * W + ww) * C);
+        }
+      }
+      grad_x[base + pix * C] = store_cast(acc, grad_x);
+    }
+    if (need_gw) {  // grad_w[i, j] += g[h, col] * x[h + i - P, col + j - P]
+      const A g = g_at(base + pix * C);
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        const int64_t hh = h + i - P;
+        if (hh < 0 || hh >= H) continue;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          const int64_t ww = col + j - P;
+          if (ww >= 0 && ww < W) acc_w[i * K + j] += g * to_acc(x[base + (hh * W + ww) * C]);
+        }
+      }
+    }
   }
+  if (!need_gw) return;  // uniform across the CTA
+  const bool one_run = gridDim.y == 1;
+#pragma unroll 1
+  for (int t = 0; t < KK; ++t) {
+    partial[threadIdx.y][threadIdx.x] = acc_w[t];
+    __syncthreads();
+    if (threadIdx.y == 0 && active) {
+      A sum = A(0);
+#pragma unroll
+      for (int k = 0; k < kNhwcWarps; ++k) sum += partial[k][threadIdx.x];
+      const int64_t plane = b * C + c;
+      if (one_run) grad_w[plane * KK + t] = from_acc<T>(static_cast<double>(sum));
+      else workspace[(plane * gridDim.y + blockIdx.y) * KK + t] = static_cast<double>(sum);
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T, int K>
+static cudaError_t launch_backward_nhwc(const IdrDdcParams& p, cudaStream_t stream) {
+  dim3 grid;
+  cudaError_t err = grid_for_nhwc(p.planes, p.C, p.H, p.W, &grid);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = grid.y;
+  if (p.grad_w != nullptr && tiles > 1 && p.workspace == nullptr) return cudaErrorInvalidValue;
+  auto kernel = idr_ddc_bwd_nhwc_kernel<T, K>;
+  KDSR_LAUNCH(kernel, grid, dim3(kNhwcLanes, kNhwcWarps), stream, static_cast<const T*>(p.grad_out),
+              static_cast<const T*>(p.out), static_cast<const T*>(p.x), static_cast<const T*>(p.weight),
+              static_cast<T*>(p.grad_x), static_cast<T*>(p.grad_w), p.workspace, p.C, p.H, p.W, p.has_act != 0,
+              p.negative_slope);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || p.grad_w == nullptr || tiles == 1) return err;
+  return reduce_tiles<T>(p, tiles, K * K, stream);
 }
 
 }  // namespace kdsr_cuda
@@ -159,11 +257,11 @@ extern "C" int idr_ddc_cuda_backward(const IdrDdcParams* params, void* stream) {
   const IdrDdcParams& p = *params;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.planes == 0 || p.H == 0 || p.W == 0 || (p.grad_x == nullptr && p.grad_w == nullptr)) return 0;
-  switch (p.dtype) {
-    case IDR_DDC_FLOAT32: return static_cast<int>(backward_for_k<float>(p, s));
-    case IDR_DDC_FLOAT64: return static_cast<int>(backward_for_k<double>(p, s));
-    case IDR_DDC_FLOAT16: return static_cast<int>(backward_for_k<__half>(p, s));
-    case IDR_DDC_BFLOAT16: return static_cast<int>(backward_for_k<__nv_bfloat16>(p, s));
-    default: return -1;
-  }
+  int status = -1;
+  kdsr_dispatch::with_dtype_and_k<__half, __nv_bfloat16>(p.dtype, p.K, [&](auto type, auto k) {
+    using T = typename decltype(type)::type;
+    constexpr int K = decltype(k)::value;
+    status = static_cast<int>(p.channels_last ? launch_backward_nhwc<T, K>(p, s) : launch_backward<T, K>(p, s));
+  });
+  return status;
 }

@@ -2,11 +2,10 @@
 // IdrDdcParams) -- runs the kernels over (plane, row band) units with at::parallel_for and picks the widest
 // instruction set the CPU supports at run time -- plus the op schemas and their autograd.
 //
-// The kernels (idr_ddc_cpu_fwd.cpp, idr_ddc_cpu_bwd.cpp) are compiled three times on x86-64 -- SSE2, AVX2+FMA and
+// The kernels (idr_ddc_cpu_kernels.cpp) are compiled three times on x86-64 -- SSE2, AVX2+FMA and
 // AVX-512 -- through `#pragma GCC target`, so a portable build (no -march=native) still runs wide vectors.
 // KDSR_CPU_ISA=sse2|avx2|avx512 in the environment caps the choice (for tests and comparisons).
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
@@ -17,6 +16,7 @@
 #endif
 
 #include "idr_ddc_cpu.h"
+#include "idr_ddc_dispatch.h"
 #include "idr_ddc_op.h"
 
 namespace kdsr_cpu {
@@ -41,52 +41,61 @@ static CpuIsa active_isa() {
   return isa;
 }
 
-// Row bands per plane: a function of the plane shape only (never of the thread count), so the grad_w partial
-// sums -- one per band -- and their fixed-order reduction are identical however the work is scheduled.
-// Bands hold >= 16 rows and ~16K elements; a 64x64 plane is one band, 180x320 is four.
-static int32_t band_rows_for(int64_t H, int64_t W) {
-  const int64_t rows = std::max<int64_t>(16, (16384 + W - 1) / W);
+// Row bands per plane (NCHW) or per sample (NHWC, a band holds all C channels): a function of the shape only
+// (never of the thread count), so the grad_w partial sums -- one per band -- and their fixed-order reduction
+// are identical however the work is scheduled. NCHW bands hold >= 16 rows and ~16K elements (a 64x64 plane is
+// one band, 180x320 four); NHWC bands >= 8 rows and ~64K elements (64x64x64: 8 bands, 180x320x64: 23), since
+// a unit there covers C planes at once.
+static int32_t band_rows_for(int64_t H, int64_t W, int64_t C, bool channels_last) {
+  const int64_t row = channels_last ? W * C : W;
+  const int64_t target = channels_last ? 65536 : 16384;
+  const int64_t rows = std::max<int64_t>(channels_last ? 8 : 16, (target + row - 1) / std::max<int64_t>(row, 1));
   return static_cast<int32_t>(std::min<int64_t>(rows, H));
 }
 
-int64_t num_bands(int64_t H, int64_t W) {
-  const int64_t rows = band_rows_for(H, W);
+int64_t num_bands(int64_t H, int64_t W, int64_t C, bool channels_last) {
+  const int64_t rows = band_rows_for(H, W, C, channels_last);
   return (H + rows - 1) / rows;
 }
 
 static void run_units(UnitsFn fn, const IdrDdcParams& p) {
-  at::parallel_for(0, p.planes * p.bands, 1, [&](int64_t begin, int64_t end) { fn(p, begin, end); });
+  const int64_t groups = p.channels_last ? p.planes / std::max<int64_t>(p.C, 1) : p.planes;  // B or B*C
+  at::parallel_for(0, groups * p.bands, 1, [&](int64_t begin, int64_t end) { fn(p, begin, end); });
 }
 
 // The CPU side of the shared glue (idr_ddc_op.h): (plane, row band) work units, grad_w reduced over the bands.
 struct CpuBinding {
   static constexpr const char* kName = "idr_ddc cpu";
   static constexpr const char* kDevice = "CPU";
-  static constexpr const char* kPieces = "num_bands(H, W)";
+  static constexpr const char* kPieces = "num_bands(H, W, C, channels_last)";
 
   static bool on_device(const at::Tensor& t) { return t.device().is_cpu(); }
 
   static void set_pieces(IdrDdcParams& p) {
     TORCH_CHECK(p.H > 0 && p.W > 0, kName, ": empty planes are not supported");
-    p.band_rows = band_rows_for(p.H, p.W);
+    p.band_rows = band_rows_for(p.H, p.W, p.C, p.channels_last != 0);
     p.bands = static_cast<int32_t>((p.H + p.band_rows - 1) / p.band_rows);
   }
 
   // The kernels always write grad_w as per-band partials.
-  static int64_t workspace_pieces(const at::Tensor& x, int64_t) { return num_bands(x.size(2), x.size(3)); }
+  static int64_t workspace_pieces(const at::Tensor& x, int64_t) {
+    return num_bands(x.size(2), x.size(3), x.size(1), kdsr_op::is_channels_last<CpuBinding>(x));
+  }
 
   static void run_forward(const IdrDdcParams& p, const at::Tensor&) {
-    run_units(forward_table(active_isa()).fn[p.dtype][(p.K - 1) / 2], p);
+    run_units(kernels_for(active_isa()).forward, p);
   }
 
   static void run_backward(const IdrDdcParams& p, const at::Tensor& x, const std::optional<at::Tensor>& grad_w) {
     if (p.grad_x == nullptr && p.workspace == nullptr) return;
-    run_units(backward_table(active_isa()).fn[p.dtype][(p.K - 1) / 2], p);
+    run_units(kernels_for(active_isa()).backward, p);
     if (p.workspace == nullptr) return;
     // grad_w[plane, t] = sum over bands, in band order.
     const int64_t taps = p.K * p.K;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "idr_ddc_cpu_grad_w", [&] {
-      scalar_t* gw = grad_w->data_ptr<scalar_t>();
+    (void)x;
+    kdsr_dispatch::with_dtype<c10::Half, c10::BFloat16>(p.dtype, [&](auto type) {
+      using scalar_t = typename decltype(type)::type;
+      scalar_t* gw = static_cast<scalar_t*>(p.grad_w);
       const double* ws = p.workspace;
       for (int64_t plane = 0; plane < p.planes; ++plane) {
         for (int64_t t = 0; t < taps; ++t) {
@@ -128,13 +137,10 @@ class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             std::optional<double> negative_slope) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
-                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = op.call(x, weight, negative_slope);
+      out = kdsr_op::forward_op().call(x, weight, negative_slope);
     }
     ctx->saved_data["has_slope"] = negative_slope.has_value();
     ctx->saved_data["slope"] = negative_slope.value_or(0.0);
@@ -144,11 +150,6 @@ class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("kdsr::idr_ddc_compiled_backward", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             const std::optional<at::Tensor>&, std::optional<double>, bool, bool)>();
     const auto saved = ctx->get_saved_variables();
     std::optional<double> slope;
     std::optional<at::Tensor> out;
@@ -158,7 +159,7 @@ class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
     }
     const bool need_grad_x = ctx->needs_input_grad(0);
     const bool need_grad_w = ctx->needs_input_grad(1);
-    auto [grad_x, grad_w] = op.call(grads[0], saved[0], saved[1], out, slope, need_grad_x, need_grad_w);
+    auto [grad_x, grad_w] = kdsr_op::backward_op().call(grads[0], saved[0], saved[1], out, slope, need_grad_x, need_grad_w);
     return {need_grad_x ? grad_x : at::Tensor(), need_grad_w ? grad_w : at::Tensor(), at::Tensor()};
   }
 };
@@ -166,11 +167,8 @@ class IdrDdcFunction : public torch::autograd::Function<IdrDdcFunction> {
 at::Tensor op_forward_autograd(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
   if (!at::GradMode::is_enabled() || !(x.requires_grad() || weight.requires_grad())) {
     // nothing to record: skip the autograd Function's bookkeeping, go straight to the device kernel
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
-                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(x, weight, negative_slope);
+    return kdsr_op::forward_op().call(x, weight, negative_slope);
   }
   return IdrDdcFunction::apply(x, weight, negative_slope);
 }
@@ -178,10 +176,7 @@ at::Tensor op_forward_autograd(const at::Tensor& x, const at::Tensor& weight, st
 // The public entry for eager Python calls: one pybind conversion, then the dispatcher (autograd, then the CPU or
 // CUDA kernel) -- the same route as torch.ops.kdsr.idr_ddc_compiled without its boxed argument parsing.
 at::Tensor call_idr_ddc(const at::Tensor& x, const at::Tensor& weight, std::optional<double> negative_slope) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("kdsr::idr_ddc_compiled", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<double>)>();
-  return op.call(x, weight, negative_slope);
+  return kdsr_op::forward_op().call(x, weight, negative_slope);
 }
 }  // namespace kdsr_cpu
 
@@ -204,7 +199,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope) through the dispatcher, for eager calls",
         py::arg("x"), py::arg("weight"), py::arg("negative_slope"));
   m.def("poison_outputs", &kdsr_op::poison_outputs, "whether outputs are NaN-filled");
-  m.def("num_bands", &kdsr_cpu::num_bands, "row bands per H x W plane (the grad_w workspace's dim 1)");
+  m.def("num_bands", &kdsr_cpu::num_bands, "row bands per plane of (H, W, C, channels_last) (the grad_w workspace's dim 1)",
+        py::arg("H"), py::arg("W"), py::arg("C"), py::arg("channels_last"));
   m.def("isa", &kdsr_cpu::isa, "instruction set the kernels run with: avx512, avx2, sse2 or baseline");
   m.def("openmp_max_threads", &kdsr_cpu::openmp_max_threads,
         "omp_get_max_threads() seen by this extension (must follow torch.set_num_threads)");

@@ -1,8 +1,8 @@
 // Shared by the CPU translation units of IDR-DDC: the kernel-table types and the per-instruction-set plumbing.
 //
-// The kernels (idr_ddc_cpu_{rows,fwd_kernel,bwd_kernel}.h) are compiled three times on x86-64 with GCC --
-// baseline SSE2, AVX2+FMA and AVX-512 -- by including them in a namespace under `#pragma GCC target`
-// (idr_ddc_cpu_fwd.cpp, idr_ddc_cpu_bwd.cpp), so a portable build (no -march=native) still runs wide vectors;
+// The kernels (idr_ddc_cpu_{rows,fwd_kernel,bwd_kernel,nhwc_kernel}.h) are compiled three times on x86-64 with
+// GCC -- baseline SSE2, AVX2+FMA and AVX-512 -- by including them in a namespace under `#pragma GCC target`
+// (idr_ddc_cpu_kernels.cpp), so a portable build (no -march=native) still runs wide vectors;
 // the binding (idr_ddc_cpu.cpp) picks the widest set the CPU supports at run time. Elsewhere (Clang, ARM) only
 // the baseline is built, vectorised for the compiler's default target.
 #pragma once
@@ -22,25 +22,18 @@ namespace kdsr_cpu {
 
 enum class CpuIsa : int { baseline = 0, avx2 = 1, avx512 = 2 };
 
-// Runs work units [begin, end) (unit = one row band of one plane, see IdrDdcParams).
+// Runs work units [begin, end) of any dtype, K and layout (unit = one row band of one plane (NCHW) or of one
+// sample (NHWC), see IdrDdcParams).
 typedef void (*UnitsFn)(const IdrDdcParams&, int64_t, int64_t);
-struct UnitsTable {
-  UnitsFn fn[4][4];  // [IdrDdcDtype][(K - 1) / 2]
+struct CpuKernels {
+  UnitsFn forward;
+  UnitsFn backward;
 };
 
-const UnitsTable& forward_table(CpuIsa isa);
-const UnitsTable& backward_table(CpuIsa isa);
+// The kernels compiled for `isa` (idr_ddc_cpu_kernels.cpp).
+const CpuKernels& kernels_for(CpuIsa isa);
 
 }  // namespace kdsr_cpu
-
-#define KDSR_TABLE_ROW(fn, T) {fn<T, 1>, fn<T, 3>, fn<T, 5>, fn<T, 7>}
-#define KDSR_UNITS_TABLE(fn)                                                               \
-  {                                                                                        \
-    {                                                                                      \
-      KDSR_TABLE_ROW(fn, float), KDSR_TABLE_ROW(fn, double), KDSR_TABLE_ROW(fn, c10::Half), \
-          KDSR_TABLE_ROW(fn, c10::BFloat16)                                                \
-    }                                                                                      \
-  }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define KDSR_X86_MULTI_ISA 1

@@ -50,10 +50,11 @@ struct CudaBinding {
   }
 };
 
-// Tiles per plane for x's shape and dtype with kernel size k: the workspace is (B*C, tiles, k*k) float64.
+// Tiles per plane for x's shape, dtype and layout with kernel size k: the workspace is (B*C, tiles, k*k) float64.
 int64_t num_tiles(const at::Tensor& x, int64_t k) {
   TORCH_CHECK(x.dim() == 4, "idr_ddc cuda: x must be 4-D");
-  return idr_ddc_cuda_tiles(x.size(2), x.size(3), static_cast<int32_t>(k), kdsr_op::dtype_code<CudaBinding>(x));
+  return idr_ddc_cuda_tiles(x.size(2), x.size(3), static_cast<int32_t>(k), kdsr_op::dtype_code<CudaBinding>(x),
+                            kdsr_op::is_channels_last<CudaBinding>(x) ? 1 : 0);
 }
 }  // namespace kdsr_cuda_binding
 

@@ -8,6 +8,11 @@
 // the plane -- so the compute loops have no bounds checks. Interior rows are read with 16-byte vector loads when
 // W and the pointers allow it. Thread (tx, ty) owns output column tx and rows [ty*RPT, (ty+1)*RPT) of the tile
 // and slides a K-wide register window down its column: each shared-memory value feeds up to K*K FMAs.
+//
+// Channels_last (NHWC): one CTA of 32 x 8 threads per (sample, block of 32 channels, run of kNhwcTilePixels
+// pixels in raster order). Lane = channel, so every tap of a warp is one coalesced load of 32 consecutive
+// channels (and the (B, K, K, C) repacked weights likewise); the 8 warps stride over the run's pixels. Halo reuse
+// comes from L1/L2. grad_w: K*K per-thread sums over its pixels, summed over the 8 warps in a fixed order.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +21,7 @@
 #include <stdint.h>
 
 #include "idr_ddc.h"
+#include "idr_ddc_dispatch.h"
 
 // Kernel launch on `stream`. tests/cuda_emulator.h defines it to run the CTAs on CPU threads instead, which is
 // how the kernels are tested on machines without a GPU.
@@ -31,6 +37,10 @@ constexpr int kThreads = kTileW * kThreadsY;  // 256 threads per CTA
 constexpr int kWarps = kThreads / 32;
 constexpr int kHaloL = 4;                     // shared column of the tile's first column (>= K/2, 16-byte aligned)
 constexpr int kSmemW = kHaloL + kTileW + 4;   // 72 shared columns per row
+
+constexpr int kNhwcLanes = 32;           // channels per CTA (one per lane)
+constexpr int kNhwcWarps = 8;            // warps per CTA, striding over pixels
+constexpr int64_t kNhwcTilePixels = 512; // pixels per CTA
 
 template <typename T>
 struct AccOf {
@@ -172,6 +182,16 @@ inline cudaError_t grid_for(int64_t planes, int64_t H, int64_t W, int TH, dim3* 
   const int64_t col_tiles = (W + kTileW - 1) / kTileW;
   if (planes > 2147483647LL || row_tiles > 65535 || col_tiles > 65535) return cudaErrorInvalidConfiguration;
   *grid = dim3(static_cast<unsigned>(planes), static_cast<unsigned>(row_tiles), static_cast<unsigned>(col_tiles));
+  return cudaSuccess;
+}
+
+// NHWC grid: (B * channel blocks, pixel runs).
+inline cudaError_t grid_for_nhwc(int64_t planes, int64_t C, int64_t H, int64_t W, dim3* grid) {
+  const int64_t samples = C > 0 ? planes / C : 0;
+  const int64_t blocks = samples * ((C + kNhwcLanes - 1) / kNhwcLanes);
+  const int64_t runs = (H * W + kNhwcTilePixels - 1) / kNhwcTilePixels;
+  if (blocks > 2147483647LL || runs > 65535) return cudaErrorInvalidConfiguration;
+  *grid = dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(runs), 1);
   return cudaSuccess;
 }
 

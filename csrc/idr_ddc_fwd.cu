@@ -55,15 +55,55 @@ static cudaError_t launch_forward(const IdrDdcParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename T>
-static cudaError_t forward_for_k(const IdrDdcParams& p, cudaStream_t stream) {
-  switch (p.K) {
-    case 1: return launch_forward<T, 1>(p, stream);
-    case 3: return launch_forward<T, 3>(p, stream);
-    case 5: return launch_forward<T, 5>(p, stream);
-    case 7: return launch_forward<T, 7>(p, stream);
-    default: return cudaErrorInvalidValue;
+// Channels_last: x, y (B, H, W, C); weight repacked (B, K, K, C). See idr_ddc_cuda.cuh.
+template <typename T, int K>
+__global__ void __launch_bounds__(kThreads)
+    idr_ddc_fwd_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ weight, T* __restrict__ y, int64_t C,
+                            int64_t H, int64_t W, bool has_act, double negative_slope) {
+  typedef typename AccOf<T>::type A;
+  constexpr int P = K / 2;
+  const int64_t blocks = (C + kNhwcLanes - 1) / kNhwcLanes;
+  const int64_t b = blockIdx.x / blocks;
+  const int64_t c = (blockIdx.x % blocks) * kNhwcLanes + threadIdx.x;
+  if (c >= C) return;  // no barrier in this kernel
+  const A slope = static_cast<A>(negative_slope);
+  const int64_t HW = H * W;
+  const T* xb = x + b * HW * C + c;
+  T* yb = y + b * HW * C + c;
+  A w[K * K];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) w[t] = to_acc(weight[(b * K * K + t) * C + c]);
+  const int64_t p0 = static_cast<int64_t>(blockIdx.y) * kNhwcTilePixels;
+  const int64_t p1 = p0 + kNhwcTilePixels < HW ? p0 + kNhwcTilePixels : HW;
+  for (int64_t pix = p0 + threadIdx.y; pix < p1; pix += kNhwcWarps) {
+    const int64_t h = pix / W;
+    const int64_t col = pix % W;
+    A acc = A(0);
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      const int64_t hh = h + i - P;
+      if (hh < 0 || hh >= H) continue;
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        const int64_t ww = col + j - P;
+        if (ww >= 0 && ww < W) acc += w[i * K + j] * to_acc(xb[(hh * W + ww) * C]);
+      }
+    }
+    if (has_act && !(acc > A(0))) acc *= slope;
+    yb[pix * C] = store_cast(acc, yb);
   }
+}
+
+template <typename T, int K>
+static cudaError_t launch_forward_nhwc(const IdrDdcParams& p, cudaStream_t stream) {
+  dim3 grid;
+  cudaError_t err = grid_for_nhwc(p.planes, p.C, p.H, p.W, &grid);
+  if (err != cudaSuccess) return err;
+  auto kernel = idr_ddc_fwd_nhwc_kernel<T, K>;
+  KDSR_LAUNCH(kernel, grid, dim3(kNhwcLanes, kNhwcWarps), stream, static_cast<const T*>(p.x),
+              static_cast<const T*>(p.weight), static_cast<T*>(p.y), p.C, p.H, p.W, p.has_act != 0,
+              p.negative_slope);
+  return cudaGetLastError();
 }
 
 }  // namespace kdsr_cuda
@@ -73,16 +113,17 @@ extern "C" int idr_ddc_cuda_forward(const IdrDdcParams* params, void* stream) {
   const IdrDdcParams& p = *params;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.planes == 0 || p.H == 0 || p.W == 0) return 0;
-  switch (p.dtype) {
-    case IDR_DDC_FLOAT32: return static_cast<int>(forward_for_k<float>(p, s));
-    case IDR_DDC_FLOAT64: return static_cast<int>(forward_for_k<double>(p, s));
-    case IDR_DDC_FLOAT16: return static_cast<int>(forward_for_k<__half>(p, s));
-    case IDR_DDC_BFLOAT16: return static_cast<int>(forward_for_k<__nv_bfloat16>(p, s));
-    default: return -1;
-  }
+  int status = -1;
+  kdsr_dispatch::with_dtype_and_k<__half, __nv_bfloat16>(p.dtype, p.K, [&](auto type, auto k) {
+    using T = typename decltype(type)::type;
+    constexpr int K = decltype(k)::value;
+    status = static_cast<int>(p.channels_last ? launch_forward_nhwc<T, K>(p, s) : launch_forward<T, K>(p, s));
+  });
+  return status;
 }
 
-extern "C" int64_t idr_ddc_cuda_tiles(int64_t H, int64_t W, int32_t K, int32_t dtype) {
+extern "C" int64_t idr_ddc_cuda_tiles(int64_t H, int64_t W, int32_t K, int32_t dtype, int32_t channels_last) {
+  if (channels_last) return (H * W + kdsr_cuda::kNhwcTilePixels - 1) / kdsr_cuda::kNhwcTilePixels;
   const int64_t TH = kdsr_cuda::tile_rows_for(K, dtype);
   return ((H + TH - 1) / TH) * ((W + kdsr_cuda::kTileW - 1) / kdsr_cuda::kTileW);
 }

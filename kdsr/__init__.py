@@ -22,6 +22,7 @@ _LAZY = {
     "degradations": "kdsr.degradations",
     "metrics": "kdsr.metrics",
     "data": "kdsr.data",
+    "estimate_degradation": "kdsr.steering",
 }
 
 __all__ = sorted(_LAZY)

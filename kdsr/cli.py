@@ -12,7 +12,18 @@ import argparse
 import sys
 
 from kdsr import __version__
-from kdsr.commands import degrade, export, models, prepare_subimages, profile, train, tsne, upscale
+from kdsr.commands import (
+    calibrate,
+    degrade,
+    export,
+    inspect,
+    models,
+    prepare_subimages,
+    profile,
+    train,
+    tsne,
+    upscale,
+)
 from kdsr.commands import eval as eval_command
 from kdsr.commands._common import EXIT_CODES_HELP, KdsrArgumentParser, run_command
 
@@ -26,6 +37,8 @@ COMMAND_MODULES = {
     "eval": eval_command,
     "tsne": tsne,
     "prepare_subimages": prepare_subimages,
+    "calibrate": calibrate,
+    "inspect": inspect,
 }
 SUBCOMMANDS = tuple(COMMAND_MODULES)
 

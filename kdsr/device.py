@@ -44,3 +44,88 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     if not 0 <= index < count:
         raise DeviceError(f"device cuda:{index} does not exist: this machine has {count} GPU(s)")
     return torch.device("cuda", index)
+
+
+# -- allocator ---------------------------------------------------------------------------------------------
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MALLOC_ENV = "KDSR_MALLOC"
+_malloc_state: str | None = None
+
+
+def reuse_freed_memory(threshold: int = 1 << 30) -> str:
+    """Make glibc keep freed tensor buffers for reuse instead of unmapping them (Linux; idempotent).
+
+    glibc serves allocations over its mmap threshold (128 KB, adapting up to 32 MB) with fresh mmap() pages
+    and unmaps them on free, so every large activation of every tile page-faults again (issue 24: 157 s of
+    system time in a 12 MP upscale). Raising the mmap and trim thresholds to `threshold` bytes lets freed
+    buffers be reused: the same numbers, fewer page faults; memory freed stays mapped to the process (peak
+    RSS is unchanged, RSS after the peak does not shrink). KDSR_MALLOC=default skips it.
+
+    Returns what was done: "raised", "default" (skipped by KDSR_MALLOC or not glibc/Linux) or "failed".
+    """
+    global _malloc_state
+    import os
+    import sys
+
+    if _malloc_state is not None:
+        return _malloc_state
+    if os.environ.get(MALLOC_ENV, "") == "default" or not sys.platform.startswith("linux"):
+        _malloc_state = "default"
+        return _malloc_state
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = (
+            libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1
+        )
+    except (OSError, AttributeError):
+        ok = False
+    _malloc_state = "raised" if ok else "failed"
+    return _malloc_state
+
+
+# -- native low precision ----------------------------------------------------------------------------------
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags the kernel reports (Linux /proc/cpuinfo "flags"); empty where unreadable."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_native_bf16(device: torch.device | str = "cpu", cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when `device` computes bfloat16 natively, detected at run time, never assumed.
+
+    CPU: the kernel reports AVX-512 BF16 or AMX-BF16 (`cpu_flags`) and oneDNN agrees it has a bf16 path
+    (torch.ops.mkldnn._is_mkldnn_bf16_supported); an AVX2-only CPU emulates bf16 and gets False. CUDA:
+    compute capability >= 8.0 (torch.cuda.is_bf16_supported).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not (cpu_flags(cpuinfo) & set(NATIVE_BF16_FLAGS)):
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def auto_precision(device: torch.device | str = "cpu", cpuinfo: str = "/proc/cpuinfo") -> str:
+    """What `--precision auto` should run on `device`: "bf16" on a CPU with native bf16 (measured faster
+    there: benchmarks/test_bench_roofline.py), "fp16" on CUDA, else "fp32"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if has_native_bf16(device, cpuinfo) else "fp32"

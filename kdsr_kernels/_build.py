@@ -30,7 +30,7 @@ EXTENSIONS = {
     "cpu": (
         "kdsr_kernels._C",
         "kdsr_kernels_idr_ddc_cpu",
-        ("idr_ddc_cpu.cpp", "idr_ddc_cpu_fwd.cpp", "idr_ddc_cpu_bwd.cpp"),
+        ("idr_ddc_cpu.cpp", "idr_ddc_cpu_kernels.cpp"),
     ),
     "cuda": (
         "kdsr_kernels._C_cuda",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from . import _build
-from ._alloc import poison_enabled
+from ._alloc import memory_format, poison_enabled
 
 DEVICE_TYPES = ("cpu", "cuda")
 
@@ -58,14 +58,17 @@ def _register_fakes() -> None:
         return
     _fakes_registered = True
 
+    def like(x):  # what the C++ kernels allocate: x's shape in x.suggest_memory_format()
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+
     @torch.library.register_fake("kdsr::idr_ddc_compiled")
     def _forward_fake(x, weight, negative_slope):
-        return x.new_empty(x.shape)
+        return like(x)
 
     @torch.library.register_fake("kdsr::idr_ddc_compiled_backward")
     def _backward_fake(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w):
         return (
-            x.new_empty(x.shape if need_grad_x else (0,)),
+            like(x) if need_grad_x else x.new_empty(0),
             weight.new_empty(weight.shape if need_grad_w else (0,)),
         )
 
@@ -78,7 +81,7 @@ def unavailable_reason(device_type: str) -> str | None:
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k), same dtype/device -> contiguous (B,C,H,W) output of x's dtype."""
+    """x (B,C,H,W), weight (B,C,k,k), same dtype/device -> (B,C,H,W) output of x's dtype and memory format."""
     return torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)
 
 
@@ -91,8 +94,8 @@ def backward(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(grad_x (B,C,H,W) | None, grad_w (B,C,k,k) | None) of `forward`; `out` is its saved output (used only
-    with an activation: LeakyReLU' = 1 where out > 0, else negative_slope)."""
+    """(grad_x (B,C,H,W) in x's memory format | None, grad_w (B,C,k,k) contiguous | None) of `forward`; `out`
+    is its saved output (used only with an activation: LeakyReLU' = 1 where out > 0, else negative_slope)."""
     grad_x, grad_w = torch.ops.kdsr.idr_ddc_compiled_backward(
         grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
     )

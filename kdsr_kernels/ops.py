@@ -4,8 +4,10 @@ One `Backend` record per backend: name, device types, a probe giving why it cann
 when it can), forward and backward. The compiled backends (`cpu`, `cuda`) are C++ operators registered with
 TORCH_LIBRARY (kdsr_kernels/_compiled.py): `idr_ddc` calls them directly, so an eager call is one Python
 frame, one validation, then dispatcher -> C++. Reference and Triton are Python implementations behind the
-Python custom op `torch.ops.kdsr.idr_ddc(x, weight, negative_slope, backend)` (it also accepts "cpu"
-/ "cuda").
+Python custom op `torch.ops.kdsr.idr_ddc(x, weight, negative_slope, backend)`, backend "reference" or
+"triton" (the compiled backends are `torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)`).
+
+Every backend returns outputs in x's memory format (`_alloc.memory_format`: channels_last in, out).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import ModuleType
 import torch
 
 from . import _compiled, reference
+from ._alloc import memory_format
 from ._validate import check_inputs
 
 Forward = Callable[[torch.Tensor, torch.Tensor, "float | None"], torch.Tensor]
@@ -31,7 +34,7 @@ class Backend:
     name: str
     device_types: tuple[str, ...]
     probe: Callable[[str], str | None]  # device type -> None when usable, else why not and what to do
-    forward: Forward  # (x, weight, negative_slope) -> contiguous out
+    forward: Forward  # (x, weight, negative_slope) -> out, in x's memory format
     backward: Backward  # (grad_out, x, weight, out, slope, need_grad_x, need_grad_w) -> (grad_x?, grad_w?)
     compiled: bool = False  # a C++ operator `idr_ddc` may call directly
 
@@ -71,7 +74,8 @@ BACKENDS: dict[str, Backend] = {
         "cuda", ("cuda",), _compiled.unavailable_reason, _compiled.forward, _compiled.backward, True
     ),
 }
-BACKEND_MODULES = BACKENDS  # the former name (a name -> backend mapping), still used by callers
+# Backends implemented in Python, reached through the Python custom op torch.ops.kdsr.idr_ddc.
+PYTHON_BACKENDS = tuple(name for name, record in BACKENDS.items() if not record.compiled)
 # "auto" tries these in order; the Triton interpreter is a test path, never picked for CPU tensors.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
@@ -141,20 +145,36 @@ def resolve_backend(backend: str, device_type: str) -> str:
     raise RuntimeError(f"idr_ddc: no backend can run on device type {device_type!r}")
 
 
+def _python_backend(backend: str) -> Backend:
+    if backend not in PYTHON_BACKENDS:
+        raise ValueError(
+            f"torch.ops.kdsr.idr_ddc runs the Python backends {PYTHON_BACKENDS}, not {backend!r}; the "
+            "compiled backends are torch.ops.kdsr.idr_ddc_compiled(x, weight, negative_slope)"
+        )
+    return BACKENDS[backend]
+
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of x's shape, dtype, device and memory format."""
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+
+
 @torch.library.custom_op("kdsr::idr_ddc", mutates_args=(), device_types=("cpu", "cuda"))
 def _idr_ddc_op(
     x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None, backend: str
 ) -> torch.Tensor:
     check_inputs(x, weight, negative_slope)
+    record = _python_backend(backend)
     if x.numel() == 0:
-        return x.new_empty(x.shape)
-    return BACKENDS[backend].forward(x, weight, negative_slope).contiguous()
+        return _like(x)
+    return record.forward(x, weight, negative_slope).contiguous(memory_format=memory_format(x))
 
 
 @_idr_ddc_op.register_fake
 def _idr_ddc_fake(x, weight, negative_slope, backend):
     check_inputs(x, weight, negative_slope)
-    return x.new_empty(x.shape)
+    _python_backend(backend)
+    return _like(x)
 
 
 @torch.library.custom_op("kdsr::idr_ddc_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -168,14 +188,14 @@ def _idr_ddc_backward_op(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (grad_x, grad_w); a gradient that is not needed comes back as an empty (0,) tensor."""
+    """Returns (grad_x in x's memory format, grad_w contiguous); a gradient that is not needed comes back as
+    an empty (0,) tensor."""
+    record = _python_backend(backend)
     if x.numel() == 0:
-        grad_x, grad_w = torch.zeros_like(x), torch.zeros_like(weight)
+        grad_x, grad_w = _like(x).zero_(), torch.zeros_like(weight, memory_format=torch.contiguous_format)
     else:
-        grad_x, grad_w = BACKENDS[backend].backward(
-            grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w
-        )
-    grad_x = grad_x.contiguous() if need_grad_x else x.new_empty(0)
+        grad_x, grad_w = record.backward(grad_out, x, weight, out, negative_slope, need_grad_x, need_grad_w)
+    grad_x = grad_x.contiguous(memory_format=memory_format(x)) if need_grad_x else x.new_empty(0)
     grad_w = grad_w.contiguous() if need_grad_w else weight.new_empty(0)
     return grad_x, grad_w
 
@@ -183,7 +203,7 @@ def _idr_ddc_backward_op(
 @_idr_ddc_backward_op.register_fake
 def _idr_ddc_backward_fake(grad_out, x, weight, out, negative_slope, backend, need_grad_x, need_grad_w):
     return (
-        x.new_empty(x.shape if need_grad_x else (0,)),
+        _like(x) if need_grad_x else x.new_empty(0),
         weight.new_empty(weight.shape if need_grad_w else (0,)),
     )
 
@@ -224,7 +244,10 @@ def idr_ddc(
             asked for by name that cannot run raises RuntimeError; only "auto" falls back.
 
     Returns:
-        (B, C, H, W) tensor of x's dtype, always contiguous NCHW. Differentiable in x and weight.
+        (B, C, H, W) tensor of x's dtype in x's memory format: channels_last (NHWC) when x is channels_last,
+        else contiguous NCHW (torch's `suggest_memory_format` rule; sliced inputs are copied once). The
+        gradient w.r.t. x has x's memory format too, the one w.r.t. weight is contiguous. Differentiable in x
+        and weight. Fast paths: NCHW-contiguous and channels_last x with a contiguous weight.
     """
     check_inputs(x, weight, negative_slope)
     if torch.compiler.is_compiling():

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-NAME = "reference"
+from ._alloc import memory_format
+
 DEVICE_TYPES = ("cpu", "cuda")
 
 
@@ -26,8 +27,8 @@ def _math_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W), contiguous NCHW, x's dtype (fp16/bf16: fp32 math)."""
-    dtype = x.dtype
+    """x (B,C,H,W), weight (B,C,k,k) -> out (B,C,H,W), x's dtype and memory format (fp16/bf16: fp32 math)."""
+    dtype, layout = x.dtype, memory_format(x)
     x, weight = x.to(_math_dtype(dtype)), weight.to(_math_dtype(dtype))
     B, C, H, W = x.shape
     k = weight.shape[-1]
@@ -36,7 +37,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, negative_slope: float | None)
     ).view(B, C, H, W)
     if negative_slope is not None:
         out = F.leaky_relu(out, negative_slope)
-    return out.to(dtype).contiguous()
+    return out.to(dtype).contiguous(memory_format=layout)
 
 
 def backward(
@@ -48,8 +49,9 @@ def backward(
     need_grad_x: bool,
     need_grad_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of `forward`; `out` is its saved output (needed only with an activation)."""
-    dtype = x.dtype
+    """Gradients of `forward` (grad_x in x's memory format, grad_w contiguous); `out` is its saved output
+    (needed only with an activation)."""
+    dtype, layout = x.dtype, memory_format(x)
     grad_out, x, weight = (t.to(_math_dtype(dtype)) for t in (grad_out, x, weight))
     B, C, H, W = x.shape
     k = weight.shape[-1]
@@ -68,6 +70,6 @@ def backward(
         B * C,
         [need_grad_x, need_grad_w, False],
     )
-    grad_x = grad_x.view(B, C, H, W).to(dtype).contiguous() if need_grad_x else None
+    grad_x = grad_x.view(B, C, H, W).to(dtype).contiguous(memory_format=layout) if need_grad_x else None
     grad_w = grad_w.view(B, C, k, k).to(dtype).contiguous() if need_grad_w else None
     return grad_x, grad_w

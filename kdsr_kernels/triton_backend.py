@@ -2,7 +2,9 @@
 
 Design (see ../shared/spec/kernel-design.md §5a):
   * grid = (B*C planes, row tiles, column tiles); int64 plane offsets; any input strides (NCHW, channels_last,
-    slices, expanded grad_out) go to the kernels, nothing is copied. Outputs are contiguous NCHW.
+    slices, expanded grad_out) go to the kernels, nothing is copied. Outputs (out, grad_x) are written through
+    their strides in x's memory format (channels_last in, channels_last out); grad_w is contiguous. (The
+    kernels tile H x W planes for both layouts; a channels_last kernel vectorised along C is not written yet.)
   * small planes (one tile) are packed PB per program (a leading block dim): on CUDA only while >= ~1024
     programs remain, in the interpreter as many as fit 16K elements (each program costs tens of ms there).
   * taps: K is a constexpr, `tl.static_range` over the K*K taps, each a masked load of the tile shifted by
@@ -31,9 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._alloc import new_buffer
+from ._alloc import memory_format, new_buffer
 
-NAME = "triton"
 DEVICE_TYPES = ("cuda", "cpu")
 
 MAX_TILE = 4096  # outputs per program: a 64x64 plane (the KDSR training shape) is one program
@@ -93,6 +94,7 @@ if triton is not None:
         NP, C, H, W,
         sxb, sxc, sxh, sxw,
         swb, swc, swh, sww,
+        sob, soc, soh, sow,
         K: tl.constexpr,
         PB: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CHUNK_H: tl.constexpr,
         HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
@@ -106,7 +108,7 @@ if triton is not None:
         c = pp % C
         # int64 plane bases; offsets inside a plane in IDX (int32 unless the host says they may overflow)
         x_base = x_ptr + (b * sxb + c * sxc)[:, None, None]
-        out_base = out_ptr + (pp * H * W)[:, None, None]
+        out_base = out_ptr + (b * sob + c * soc)[:, None, None]
         w_ptrs = w_ptr + b * swb + c * swc
 
         h0 = tl.program_id(1) * BLOCK_H
@@ -129,7 +131,7 @@ if triton is not None:
             if HAS_ACT:
                 acc = tl.where(acc > 0, acc, acc * NEG_SLOPE)
             m_out = mp[:, None, None] & (offs_h < H)[None, :, None] & m_w
-            out_ptrs = out_base + ((offs_h * W)[None, :, None] + offs_w[None, None, :])
+            out_ptrs = out_base + ((offs_h * soh)[None, :, None] + (offs_w * sow)[None, None, :])
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_out)
 
     @triton.jit
@@ -154,6 +156,7 @@ if triton is not None:
         sxb, sxc, sxh, sxw,
         swb, swc, swh, sww,
         syb, syc, syh, syw,
+        sdb, sdc, sdh, sdw,
         K: tl.constexpr, KK_PAD: tl.constexpr,
         PB: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CHUNK_H: tl.constexpr,
         HAS_ACT: tl.constexpr, NEG_SLOPE: tl.constexpr, ACC: tl.constexpr,
@@ -174,7 +177,7 @@ if triton is not None:
         g_base = g_ptr + (b * sgb + c * sgc)[:, None, None]
         x_base = x_ptr + (b * sxb + c * sxc)[:, None, None]
         y_base = y_ptr + (b * syb + c * syc)[:, None, None]
-        gx_base = gx_ptr + (pp * H * W)[:, None, None]
+        gx_base = gx_ptr + (b * sdb + c * sdc)[:, None, None]
         w_ptrs = w_ptr + b * swb + c * swc
 
         pid_h = tl.program_id(1)
@@ -205,7 +208,7 @@ if triton is not None:
                                            H, W, sgh, sgw, syh, syw, HAS_ACT, NEG_SLOPE, ACC)  # fmt: skip
                             dx += d * wv
                 m_out = mp[:, None, None] & (offs_h < H)[None, :, None] & m_w
-                gx_ptrs = gx_base + ((offs_h * W)[None, :, None] + offs_w[None, None, :])
+                gx_ptrs = gx_base + ((offs_h * sdh)[None, :, None] + (offs_w * sdw)[None, None, :])
                 tl.store(gx_ptrs, dx.to(gx_ptr.dtype.element_ty), mask=m_out)
 
             if NEED_DW:
@@ -362,21 +365,21 @@ def forward(
     negative_slope: float | None,
     options: LaunchOptions = DEFAULT_OPTIONS,
 ) -> torch.Tensor:
-    """x (B,C,H,W), weight (B,C,k,k) (any strides) -> out (B,C,H,W), contiguous NCHW, x's dtype."""
+    """x (B,C,H,W), weight (B,C,k,k) (any strides) -> out (B,C,H,W), x's dtype and memory format."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
-    out = new_buffer((B, C, H, W), x.dtype, x.device)
+    out = new_buffer((B, C, H, W), x.dtype, x.device, memory_format(x))
     grid, cfg = _launch_geometry(x, K, options)
     with _device_guard(x):
         _idr_ddc_fwd_kernel[grid](
             x, weight, out,
             B * C, C, H, W,
-            *x.stride(), *weight.stride(),
+            *x.stride(), *weight.stride(), *out.stride(),
             K=K,
             HAS_ACT=negative_slope is not None,
             NEG_SLOPE=float(negative_slope) if negative_slope is not None else 0.0,
             ACC=_acc_type(x.dtype),
-            IDX=_index_type(H, W, K, x, force64=options.index64),
+            IDX=_index_type(H, W, K, x, out, force64=options.index64),
             enable_fp_fusion=True,  # FMAs (Triton 3.10 turns fusion off by default)
             **cfg,
         )  # fmt: skip
@@ -393,8 +396,8 @@ def backward(
     need_grad_w: bool,
     options: LaunchOptions = DEFAULT_OPTIONS,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Fused backward: (grad_x | None, grad_w | None), contiguous, x's dtype. `out` is the saved forward
-    output (needed only with the activation)."""
+    """Fused backward: (grad_x | None, grad_w | None), x's dtype; grad_x in x's memory format, grad_w
+    contiguous. `out` is the saved forward output (needed only with the activation)."""
     if not (need_grad_x or need_grad_w):
         return None, None
     B, C, H, W = x.shape
@@ -405,7 +408,7 @@ def backward(
     grid, cfg = _launch_geometry(x, K, options)
     n_tiles = grid[1] * grid[2]
 
-    grad_x = new_buffer((B, C, H, W), x.dtype, x.device) if need_grad_x else None
+    grad_x = new_buffer((B, C, H, W), x.dtype, x.device, memory_format(x)) if need_grad_x else None
     grad_w = ws = None
     if need_grad_w:
         if n_tiles == 1:
@@ -424,12 +427,14 @@ def backward(
             ws if ws is not None else dummy,
             B * C, C, H, W,
             *grad_out.stride(), *x.stride(), *weight.stride(), *y.stride(),
+            *(grad_x if grad_x is not None else x).stride(),
             K=K, KK_PAD=_np2(K * K),
             HAS_ACT=has_act,
             NEG_SLOPE=float(negative_slope) if has_act else 0.0,
             ACC=_acc_type(x.dtype),
             NEED_DX=bool(need_grad_x), NEED_DW=bool(need_grad_w),
-            IDX=_index_type(H, W, K, grad_out, x, y, force64=options.index64),
+            IDX=_index_type(H, W, K, grad_out, x, y, grad_x if grad_x is not None else x,
+                            force64=options.index64),
             enable_fp_fusion=True,
             **cfg,
         )  # fmt: skip

@@ -109,6 +109,8 @@ MINIMAL = {
     "prepare-subimages": ["in", "out"],
     "tsne": ["--checkpoint", "x", "--hr-dir", "hr"],
     "export": ["--checkpoint", "x", "--format", "onnx", "-o", "x.onnx"],
+    "calibrate": ["--checkpoint", "x", "--hr-dir", "hr", "-o", "x.safetensors"],
+    "inspect": ["a.png"],
 }
 
 

@@ -80,6 +80,8 @@ SHARED = {
     "export": {"--threads"},  # traces on the CPU
     "prepare_subimages": {"--no-progress"},  # image I/O only
     "models": set(),  # prints the catalog
+    "calibrate": {"--device", "--threads", "--no-progress"},
+    "inspect": {"--device", "--threads", "--no-progress"},
 }
 
 

@@ -29,11 +29,12 @@ def test_cpu_backend_builds_here():
     assert REASON is None, REASON
 
 
-def _inputs(shape, k, dtype=torch.float32):
+def _inputs(shape, k, dtype=torch.float32, channels_last=False):
     B, C, H, W = shape
-    x = torch.randn(shape, dtype=dtype)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
     w = torch.randn(B, C, k, k, dtype=dtype) / k
-    grad_out = torch.randn(shape, dtype=dtype)
+    grad_out = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
     return x, w, grad_out
 
 
@@ -58,15 +59,17 @@ def test_openmp_threads_follow_torch():
 
 @needs_cpu_ext
 @pytest.mark.parametrize(
-    "shape,k,dtype",
+    "shape,k,dtype,channels_last",
     [
-        ((4, 8, 64, 64), 3, torch.float32),  # one band per plane (training-like)
-        ((1, 3, 120, 320), 5, torch.float32),  # several row bands per plane (inference-like)
-        ((2, 2, 70, 300), 3, torch.bfloat16),
+        ((4, 8, 64, 64), 3, torch.float32, False),  # one band per plane (training-like)
+        ((1, 3, 120, 320), 5, torch.float32, False),  # several row bands per plane (inference-like)
+        ((2, 2, 70, 300), 3, torch.bfloat16, False),
+        ((2, 64, 64, 64), 3, torch.float32, True),  # NHWC: 8 bands per sample
+        ((1, 40, 50, 70), 7, torch.bfloat16, True),  # NHWC, partial channel vector, several bands
     ],
 )
-def test_one_and_two_threads_bitwise_equal(shape, k, dtype):
-    x, w, grad_out = _inputs(shape, k, dtype)
+def test_one_and_two_threads_bitwise_equal(shape, k, dtype, channels_last):
+    x, w, grad_out = _inputs(shape, k, dtype, channels_last)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -80,8 +83,9 @@ def test_one_and_two_threads_bitwise_equal(shape, k, dtype):
 
 
 @needs_cpu_ext
-def test_repeated_backward_bitwise_equal():
-    x, w, grad_out = _inputs((2, 4, 100, 330), 3)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_repeated_backward_bitwise_equal(channels_last):
+    x, w, grad_out = _inputs((2, 4, 100, 330), 3, channels_last=channels_last)
     out = cpu_backend.forward(x, w, 0.2)
     first = cpu_backend.backward(grad_out, x, w, out, 0.2, True, True)
     for _ in range(3):
@@ -90,8 +94,9 @@ def test_repeated_backward_bitwise_equal():
 
 
 @needs_cpu_ext
-def test_gradients_only_where_needed():
-    x, w, grad_out = _inputs((1, 2, 9, 11), 3)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradients_only_where_needed(channels_last):
+    x, w, grad_out = _inputs((1, 20, 9, 11), 3, channels_last=channels_last)
     out = cpu_backend.forward(x, w, None)
     gx_only = cpu_backend.backward(grad_out, x, w, out, None, True, False)
     gw_only = cpu_backend.backward(grad_out, x, w, out, None, False, True)
@@ -119,18 +124,22 @@ _ISA_SCRIPT = textwrap.dedent(
     assert ext is not None, reason
     print("ISA", ext.isa())
     torch.manual_seed(0)
-    for shape, k, slope in [((2, 3, 17, 45), 3, 0.1), ((1, 2, 70, 333), 7, None), ((1, 1, 5, 2), 5, 0.3)]:
+    cases = [((2, 3, 17, 45), 3, 0.1), ((1, 2, 70, 333), 7, None), ((1, 1, 5, 2), 5, 0.3)]
+    cases.append(((2, 37, 20, 21), 3, 0.1))
+    for shape, k, slope in cases:
         B, C, H, W = shape
         x, g = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
         w = torch.randn(B, C, k, k, dtype=torch.float64)
         y_ref = reference.forward(x, w, slope)
         gx_ref, gw_ref = reference.backward(g, x, w, y_ref, slope, True, True)
         for dtype, tol in [(torch.float32, 1e-5), (torch.float64, 1e-12)]:
-            y = cpu_backend.forward(x.to(dtype), w.to(dtype), slope)
-            gx, gw = cpu_backend.backward(g.to(dtype), x.to(dtype), w.to(dtype), y, slope, True, True)
-            for got, want in [(y, y_ref), (gx, gx_ref), (gw, gw_ref)]:
-                err = ((got.double() - want).norm() / want.norm()).item()
-                assert err < tol, (shape, k, dtype, err)
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                xd, gd = (t.to(dtype).contiguous(memory_format=fmt) for t in (x, g))
+                y = cpu_backend.forward(xd, w.to(dtype), slope)
+                gx, gw = cpu_backend.backward(gd, xd, w.to(dtype), y, slope, True, True)
+                for got, want in [(y, y_ref), (gx, gx_ref), (gw, gw_ref)]:
+                    err = ((got.double() - want).norm() / want.norm()).item()
+                    assert err < tol, (shape, k, dtype, fmt, err)
     print("OK")
     """
 )

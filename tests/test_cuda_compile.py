@@ -5,7 +5,8 @@ report no register spills. The torch-facing binding (csrc/idr_ddc_cuda.cpp) is s
 compiler when torch ships its c10/cuda headers. Then the same .cu sources are compiled with g++ against
 tests/cuda_emulator.h, which runs every CTA on CPU threads (__syncthreads = barrier, warp shuffles through
 memory), and the launchers are checked against the float64 reference: all dtypes and k, single- and
-multi-tile planes, vector and scalar load paths, NaN-poisoned outputs. Skipped when nvcc is absent.
+multi-tile planes, vector and scalar load paths, NaN-poisoned outputs, NCHW and channels_last (NHWC) layouts.
+Skipped when nvcc is absent.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class _Params(ctypes.Structure):
         ("dtype", ctypes.c_int32),
         ("has_act", ctypes.c_int32),
         ("negative_slope", ctypes.c_double),
+        ("C", ctypes.c_int64),
+        ("channels_last", ctypes.c_int32),
     ]
 
 
@@ -144,28 +147,40 @@ def emulated_kernels(tmp_path_factory):
     assert result.returncode == 0, "emulated build failed:\n" + result.stderr[-6000:]
     lib = ctypes.CDLL(str(library))
     lib.idr_ddc_cuda_tiles.restype = ctypes.c_int64
-    lib.idr_ddc_cuda_tiles.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32]
+    lib.idr_ddc_cuda_tiles.argtypes = [
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_int32,
+    ]
     return lib
 
 
-def _emulated_run(lib, x, w, grad_out, slope, need_grad_x=True, need_grad_w=True):
+def _emulated_run(lib, x, w, grad_out, slope, need_grad_x=True, need_grad_w=True, channels_last=False):
     """forward then fused backward through the real launchers; outputs start as NaN. A gradient that is not
-    needed gets a null pointer, and the workspace is passed only when the sizing rule asks for one."""
+    needed gets a null pointer, and the workspace is passed only when the sizing rule asks for one.
+    channels_last: x, grad_out and the outputs are NHWC in memory and the weight goes in repacked to
+    (B, k, k, C), as the binding (csrc/idr_ddc_op.h) does it."""
     codes = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
     B, C, H, W = x.shape
     k = w.shape[-1]
     nan = float("nan")
-    y, grad_x, grad_w = torch.full_like(x, nan), torch.full_like(x, nan), torch.full_like(w, nan)
-    tiles = lib.idr_ddc_cuda_tiles(H, W, k, codes[x.dtype])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, grad_out = x.contiguous(memory_format=fmt), grad_out.contiguous(memory_format=fmt)
+    w_arg = w.permute(0, 2, 3, 1).contiguous() if channels_last else w.contiguous()
+    y = torch.full_like(x, nan, memory_format=fmt)
+    grad_x, grad_w = torch.full_like(x, nan, memory_format=fmt), torch.full_like(w, nan)
+    tiles = lib.idr_ddc_cuda_tiles(H, W, k, codes[x.dtype], int(channels_last))
     rows = _workspace_rows_rule(tiles)
     workspace = torch.full((B * C, rows, k * k), nan, dtype=torch.float64) if need_grad_w and rows else None
     common = dict(planes=B * C, H=H, W=W, K=k, dtype=codes[x.dtype], has_act=int(slope is not None))
-    common["negative_slope"] = slope or 0.0
-    fwd = _Params(x=x.data_ptr(), weight=w.data_ptr(), y=y.data_ptr(), **common)
+    common.update(negative_slope=slope or 0.0, C=C, channels_last=int(channels_last))
+    fwd = _Params(x=x.data_ptr(), weight=w_arg.data_ptr(), y=y.data_ptr(), **common)
     assert lib.idr_ddc_cuda_forward(ctypes.byref(fwd), None) == 0
     bwd = _Params(
         x=x.data_ptr(),
-        weight=w.data_ptr(),
+        weight=w_arg.data_ptr(),
         grad_out=grad_out.data_ptr(),
         out=y.data_ptr(),
         grad_x=grad_x.data_ptr() if need_grad_x else None,
@@ -210,16 +225,33 @@ EMULATED_CASES = [
     ("float16", (1, 2, 70, 136), 5, None),
     ("float16", (2, 3, 17, 45), 1, 0.1),
 ]
+# channels_last: 40 channels = a full and a partial 32-lane block; 23x30 = 690 pixels = 2 runs (workspace +
+# reduction); 9x11 = one run (grad_w stored directly)
+EMULATED_NHWC_CASES = [
+    ("float32", (2, 40, 9, 11), 3, 0.1),
+    ("float32", (1, 5, 23, 30), 3, 0.0),
+    ("float32", (1, 3, 23, 30), 7, None),
+    ("float64", (2, 7, 9, 11), 5, 0.1),
+    ("float64", (1, 33, 4, 3), 1, None),
+    ("bfloat16", (1, 40, 23, 30), 3, 0.1),
+    ("float16", (2, 9, 9, 11), 5, 0.1),
+]
+ALL_EMULATED = [(*case, False) for case in EMULATED_CASES] + [(*case, True) for case in EMULATED_NHWC_CASES]
 
 
-@pytest.mark.parametrize("dtype_name,shape,k,slope", EMULATED_CASES)
-def test_emulated_cuda_kernels_match_oracle(emulated_kernels, dtype_name, shape, k, slope):
+@pytest.mark.parametrize(
+    "dtype_name,shape,k,slope,channels_last", ALL_EMULATED, ids=lambda v: "nhwc" if v is True else None
+)
+def test_emulated_cuda_kernels_match_oracle(emulated_kernels, dtype_name, shape, k, slope, channels_last):
     dtype = getattr(torch, dtype_name)
     tol = {"float32": 1e-5, "float64": 1e-12}.get(dtype_name)
     B, C, H, W = shape
     x, grad_out = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
     w = (torch.randn(B, C, k, k) / k).to(dtype)
-    got, tiles = _emulated_run(emulated_kernels, x, w, grad_out, slope)
+    got, tiles = _emulated_run(emulated_kernels, x, w, grad_out, slope, channels_last=channels_last)
+    if channels_last:
+        for name, value in zip(("y", "grad_x"), got[:2], strict=True):
+            assert value.is_contiguous(memory_format=torch.channels_last), name
     if dtype in (torch.float16, torch.bfloat16):  # fp32 accumulation, rounded once to nearest
         expected = oracle(x, w, slope, grad_out)
         bounds = oracle(x.abs(), w.abs(), None, grad_out.abs())
@@ -235,14 +267,18 @@ def test_emulated_cuda_kernels_match_oracle(emulated_kernels, dtype_name, shape,
     "shape,k", [((2, 3, 17, 45), 3), ((1, 2, 70, 136), 5)], ids=["one-tile", "multi-tile"]
 )
 @pytest.mark.parametrize("need", ["x", "w", "x+w"])
-def test_emulated_cuda_backward_for_each_needed_gradient(emulated_kernels, shape, k, need):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_emulated_cuda_backward_for_each_needed_gradient(emulated_kernels, shape, k, need, channels_last):
     """grad_x only, grad_w only (no workspace for one tile), both; what is not asked for stays unwritten."""
     B, C, H, W = shape
     x, grad_out = torch.randn(shape), torch.randn(shape)
     w = torch.randn(B, C, k, k) / k
     need_x, need_w = "x" in need, "w" in need
-    (y, grad_x, grad_w), tiles = _emulated_run(emulated_kernels, x, w, grad_out, 0.1, need_x, need_w)
-    assert (tiles > 1) == (shape[2] == 70), tiles
+    (y, grad_x, grad_w), tiles = _emulated_run(
+        emulated_kernels, x, w, grad_out, 0.1, need_x, need_w, channels_last
+    )
+    if not channels_last:  # (NHWC: 512-pixel runs, both shapes are several)
+        assert (tiles > 1) == (shape[2] == 70), tiles
     got = (y, grad_x if need_x else None, grad_w if need_w else None)
     _assert_matches_oracle(got, x, w, grad_out, 0.1, 1e-5, tiles)
     if not need_x:

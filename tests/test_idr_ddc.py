@@ -3,7 +3,9 @@
 Parametrised over (device, backend) for every backend this machine must run (tests/backend_cases.py: decided
 from what is installed, so a backend that breaks fails here instead of vanishing), so the same
 file checks `reference` and `cpu` here, `triton` in the interpreter (TRITON_INTERPRET=1, set by conftest), and
-`cuda` / `triton` on a GPU machine. Inputs are fresh random draws on every run (no fixed seed).
+`cuda` / `triton` on a GPU machine. Inputs are fresh random draws on every run (no fixed seed). Both memory
+layouts: NCHW-contiguous and channels_last (NHWC) inputs, whose outputs and grad_x must come back in the same
+layout (torch's suggest_memory_format rule; grad_w is contiguous).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from backend_cases import ALL_BACKENDS, CASE_IDS, CASES, DEVICES, expected_backends, missing_backends
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch._prims_common import suggest_memory_format
 
 import kdsr_kernels as kk
 from kdsr_kernels import ops
@@ -96,6 +99,18 @@ def assert_rounded_once(actual, expected, abs_bound, n_terms: int, what: str, tr
     )
 
 
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def assert_layout_follows(out, x, what):
+    """out has x's shape and the strides torch gives x's suggested memory format (channels_last in, out)."""
+    fmt = suggest_memory_format(x)
+    want = torch.empty(x.shape, memory_format=fmt).stride()
+    assert out.shape == x.shape and out.stride() == want, (
+        f"{what}: strides {out.stride()}, want {want} ({fmt})"
+    )
+
+
 def make_inputs(shape, dtype, device, layout="contiguous"):
     B, C, H, W, k = shape
     if layout == "strided":  # a non-contiguous slice of a larger tensor
@@ -111,8 +126,9 @@ def make_inputs(shape, dtype, device, layout="contiguous"):
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("negative_slope", [None, 0.0, 0.1])  # 0.0 = ReLU: the `>` vs `>=` edge at zero
-def test_forward_and_grads_match_oracle_fp32(device, backend, shape, negative_slope):
-    x, weight = make_inputs(shape, torch.float32, device)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_forward_and_grads_match_oracle_fp32(device, backend, shape, negative_slope, layout):
+    x, weight = make_inputs(shape, torch.float32, device, layout)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     y = kk.idr_ddc(x, weight, negative_slope=negative_slope, backend=backend)
@@ -120,7 +136,10 @@ def test_forward_and_grads_match_oracle_fp32(device, backend, shape, negative_sl
     gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
     y_ref, gx_ref, gw_ref = oracle(x, weight, negative_slope, grad_out)
     B, C, H, W, k = shape
-    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+    assert y.dtype == x.dtype
+    assert_layout_follows(y, x, "forward")
+    assert_layout_follows(gx, x, "grad_x")
+    assert gw.is_contiguous()
     assert_close_to_oracle(y, y_ref, k * k, "forward")
     assert_close_to_oracle(gx, gx_ref, k * k, "grad_x")
     assert_close_to_oracle(gw, gw_ref, H * W, "grad_w")
@@ -137,7 +156,11 @@ def test_non_contiguous_inputs(device, backend, layout):
     grad_out = torch.randn_like(y)
     gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
     y_ref, gx_ref, gw_ref = oracle(x, weight, 0.1, grad_out)
-    assert y.is_contiguous(), "output layout is documented as contiguous NCHW"
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+        assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+    else:  # a slice of an NCHW tensor: NCHW out
+        assert y.is_contiguous() and gx.is_contiguous()
     assert_close_to_oracle(y, y_ref, 9, "forward")
     assert_close_to_oracle(gx, gx_ref, 9, "grad_x")
     assert_close_to_oracle(gw, gw_ref, 7 * 9, "grad_w")
@@ -146,15 +169,18 @@ def test_non_contiguous_inputs(device, backend, layout):
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("negative_slope", [None, 0.0, 0.1])
-def test_half_precision_rounded_once(device, backend, dtype, negative_slope):
-    shape = (2, 2, 11, 13, 3)
-    x, weight = make_inputs(shape, dtype, device)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_half_precision_rounded_once(device, backend, dtype, negative_slope, layout):
+    shape = (2, 19, 11, 13, 3)  # 19 channels: NHWC vectors along C with a partial last one
+    x, weight = make_inputs(shape, dtype, device, layout)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     y = kk.idr_ddc(x, weight, negative_slope=negative_slope, backend=backend)
     grad_out = torch.randn_like(y)
     gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
     assert y.dtype == gx.dtype == gw.dtype == dtype
+    assert_layout_follows(y, x, "forward")
+    assert_layout_follows(gx, x, "grad_x")
     y_ref, gx_ref, gw_ref = oracle(x, weight, negative_slope, grad_out)
     # Σ|terms| with the LeakyReLU derivative taken as 1 (≥ slope): an upper bound for every element.
     y_abs, gx_abs, gw_abs = oracle(x.abs(), weight.abs(), None, grad_out.abs())
@@ -167,8 +193,12 @@ def test_half_precision_rounded_once(device, backend, dtype, negative_slope):
 
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_gradcheck_float64(device, backend, k):
-    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device=device, requires_grad=True)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradcheck_float64(device, backend, k, layout):
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     weight = torch.randn(1, 2, k, k, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda a, b: kk.idr_ddc(a, b, negative_slope=0.1, backend=backend), (x, weight), fast_mode=True
@@ -188,8 +218,9 @@ def test_gradcheck_float64_full(device, backend):
 
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("need", ["x", "weight"])
-def test_gradient_of_one_input_only(device, backend, need):
-    x, weight = make_inputs((2, 2, 6, 5, 3), torch.float32, device)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradient_of_one_input_only(device, backend, need, layout):
+    x, weight = make_inputs((2, 5, 6, 5, 3), torch.float32, device, layout)
     target = x if need == "x" else weight
     target.requires_grad_(True)
     y = kk.idr_ddc(x, weight, negative_slope=0.1, backend=backend)
@@ -200,8 +231,9 @@ def test_gradient_of_one_input_only(device, backend, need):
 
 
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
-def test_backward_is_bitwise_repeatable(device, backend):
-    x, weight = make_inputs((2, 3, 10, 12, 3), torch.float32, device)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_backward_is_bitwise_repeatable(device, backend, layout):
+    x, weight = make_inputs((2, 3, 10, 12, 3), torch.float32, device, layout)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     grad_out = torch.randn(x.shape, device=device)
@@ -213,11 +245,26 @@ def test_backward_is_bitwise_repeatable(device, backend):
 
 
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
-def test_opcheck(device, backend):
-    x = torch.randn(2, 2, 5, 7, dtype=torch.float64, device=device, requires_grad=True)
-    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_opcheck(device, backend, layout):
+    """The backend's operator: fake (shape + strides) == real, autograd registration, schema. Compiled
+    backends are the C++ operator idr_ddc_compiled, the Python ones the custom op idr_ddc with the name."""
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
     for slope in (None, 0.1):
-        torch.library.opcheck(torch.ops.kdsr.idr_ddc, (x, weight, slope, backend))
+        if ops.BACKENDS[backend].compiled:
+            torch.library.opcheck(torch.ops.kdsr.idr_ddc_compiled, (x, weight, slope))
+        else:
+            torch.library.opcheck(torch.ops.kdsr.idr_ddc, (x, weight, slope, backend))
+
+
+@pytest.mark.parametrize("backend", [name for name in ALL_BACKENDS if ops.BACKENDS[name].compiled])
+def test_python_op_refuses_compiled_backends(backend):
+    with pytest.raises(ValueError, match="idr_ddc_compiled"):
+        torch.ops.kdsr.idr_ddc(_x, _w, None, backend)
 
 
 class _DynamicConvBlock(torch.nn.Module):
@@ -234,9 +281,13 @@ class _DynamicConvBlock(torch.nn.Module):
 
 
 @pytest.mark.parametrize("device,backend", CASES, ids=CASE_IDS)
-def test_torch_compile_fullgraph_matches_eager(device, backend):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_torch_compile_fullgraph_matches_eager(device, backend, layout):
     module = _DynamicConvBlock(3, backend).to(device)
-    x = torch.randn(2, 3, 8, 9, device=device, requires_grad=True)
+    x = torch.randn(2, 3, 8, 9, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     d = torch.randn(2, 4, device=device)
     y_eager = module(x, d)
     y_eager.square().sum().backward()
@@ -246,6 +297,7 @@ def test_torch_compile_fullgraph_matches_eager(device, backend):
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
     y = compiled(x, d)
     y.square().sum().backward()
+    assert y.stride() == y_eager.stride()
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(x.grad, grads_eager[0])
     torch.testing.assert_close(module.kernel.weight.grad, grads_eager[1])
@@ -273,11 +325,12 @@ def test_torch_compile_inductor_auto_backend():
     k=st.sampled_from([1, 3, 5, 7]),
     slope=st.sampled_from([None, 0.0, 0.1, 0.2]),
     case=st.sampled_from(CASES),
+    layout=st.sampled_from(LAYOUTS),
 )
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_property_random_shapes(B, C, H, W, k, slope, case):
+def test_property_random_shapes(B, C, H, W, k, slope, case, layout):
     device, backend = case
-    x, weight = make_inputs((B, C, H, W, k), torch.float32, device)
+    x, weight = make_inputs((B, C, H, W, k), torch.float32, device, layout)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     y = kk.idr_ddc(x, weight, negative_slope=slope, backend=backend)

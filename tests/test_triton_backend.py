@@ -20,6 +20,8 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 pytest.importorskip("triton")
 
+from torch._prims_common import suggest_memory_format  # noqa: E402
+
 from kdsr_kernels import reference as ref  # noqa: E402
 from kdsr_kernels import triton_backend as tb  # noqa: E402
 
@@ -69,7 +71,8 @@ def _check_against_oracle(x, w, slope, need=(True, True), options=tb.DEFAULT_OPT
     """Forward and fused backward of the triton backend vs the reference evaluated in float64."""
     dtype = x.dtype
     y = tb.forward(x, w, slope, options)
-    assert y.is_contiguous() and y.dtype == dtype and y.shape == x.shape
+    layout = suggest_memory_format(x)  # outputs follow x's memory format
+    assert y.is_contiguous(memory_format=layout) and y.dtype == dtype and y.shape == x.shape
     x64, w64 = x.double(), w.double()
     y64 = ref.forward(x64, w64, slope)
     _assert_close(y, y64, dtype, "forward")
@@ -77,7 +80,7 @@ def _check_against_oracle(x, w, slope, need=(True, True), options=tb.DEFAULT_OPT
     gx, gw = tb.backward(g, x, w, y if slope is not None else None, slope, *need, options)
     gx64, gw64 = ref.backward(g.double(), x64, w64, y64, slope, True, True)
     if need[0]:
-        assert gx.is_contiguous() and gx.dtype == dtype and gx.shape == x.shape
+        assert gx.is_contiguous(memory_format=layout) and gx.dtype == dtype and gx.shape == x.shape
         _assert_close(gx, gx64, dtype, "grad_x")
     else:
         assert gx is None

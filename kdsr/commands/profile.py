@@ -265,6 +265,8 @@ def run(args) -> int:
                 + ", ".join(f"{a} ~ {b}" for a, b in ties)
                 + "; raise --repeats to separate them"
             )
+        if not args.teacher:
+            result["roofline"] = _roofline_line(args, device, (H, W))
     if args.json_out:
         from kdsr.atomic import atomic_write_text
 
@@ -285,3 +287,25 @@ def _overlapping(summary: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
     return [
         (a, b) for a, b in zip(ordered, ordered[1:], strict=False) if summary[a]["q3"] >= summary[b]["q1"]
     ]
+
+
+PRECISION_OF_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _roofline_line(args, device, lr_size: tuple[int, int]) -> dict[str, float]:
+    """Print and return the network's MAC/s against the best dense 3x3 conv (kdsr.models.roofline)."""
+    import kdsr
+    from kdsr.device import reuse_freed_memory
+    from kdsr.models.roofline import roofline
+
+    reuse_freed_memory()
+    precision = PRECISION_OF_DTYPE[args.dtype]
+    model = kdsr.load(kdsr.KDSRStudent(args.variant, args.scale).checkpoint(), map_location=device)
+    model.validate_inputs = False
+    r = roofline(model, lr_size, precision, rounds=max(3, min(args.repeats or 7, 7)), batch=args.batch)
+    print(f"\nroofline ({precision}, as kdsr.load runs it): {r.summary()}")
+    return {
+        "network_gmacs": r.network_macs_per_s / 1e9,
+        "conv_gmacs": r.conv_macs_per_s / 1e9,
+        "ratio": r.ratio,
+    }

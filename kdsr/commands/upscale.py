@@ -138,6 +138,27 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="replace outputs that already exist (default: skip them, so a re-run over a big folder resumes)",
     )
+    p.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help="non-blind: restore as if blurred by Gaussian σ = S (HR pixels), using the model's calibration "
+        "(<model>.calibration.safetensors beside it, `kdsr calibrate`); S must be in its calibrated range",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="X",
+        help="restoration strength relative to the model's own estimate: 1 = blind (identical to no flag), "
+        "<1 gentler, >1 stronger (moves the estimated σ to X·σ along the calibration; PyTorch models only)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration file for --blur-sigma/--strength (default: the one beside the model file)",
+    )
     add_runtime_flags(p, device_default=None, device_default_help="auto; cpu with --onnx")
     add_trust_checkpoint_flag(p)
     p.set_defaults(func=run)
@@ -170,7 +191,7 @@ def output_path(src: Path, header: tuple[str, bool, int], outdir: Path, ext: str
 
 
 def _setup(args):
-    """Validate everything before any work: (runner, files, plan, device, outdir, scale, how)."""
+    """Validate everything before any work: (runner, files, plan, device, outdir, how, steer)."""
     import kdsr
     from kdsr.deploy.ort_runner import OnnxStudent
     from kdsr.inference.memory import parse_size
@@ -220,14 +241,38 @@ def _setup(args):
             raise UsageError(str(exc)) from None
         runner, how = runner_for(model, args.precision), "torch"
     plan = Plan(tile, args.tile_pad, args.tile_batch, None, max_memory)
-    return runner, files, plan, device, outdir, how
+    try:
+        steer = _steering(args, model, runner, tile if isinstance(tile, int) else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return runner, files, plan, device, outdir, how, steer
+
+
+def _steering(args, model, runner, tile: int | None):
+    """None (blind), or a function lr (1, 3, H, W) -> the degradation every tile shares (kdsr.steering), for
+    --blur-sigma / --strength; ValueError for a model without a matching calibration or a σ out of range."""
+    from kdsr.steering import load_calibration, resolve_degradation
+    from kdsr.steering.steer import check_steering
+
+    check_steering(args.blur_sigma, args.strength)
+    if args.blur_sigma is None and args.strength in (None, 1.0):
+        return None
+    if args.strength is not None and args.onnx is not None:
+        raise ValueError("--strength needs the PyTorch model (--model); with --onnx use --blur-sigma")
+    cal = load_calibration(model, args.calibration)
+    if args.blur_sigma is not None:
+        d = resolve_degradation(model, None, blur_sigma=args.blur_sigma, calibration=cal)  # range checked now
+        return lambda lr: d.to(model.sr_net.head.weight.dtype) if hasattr(model, "sr_net") else d
+    return lambda lr: resolve_degradation(
+        model, lr, strength=args.strength, calibration=cal, tile=tile, runner=runner
+    )
 
 
 def run(args) -> int:
     """Upscale every input; returns 0, 1 if any file failed; bad input raises UsageError (exit 2)."""
     from tqdm import tqdm
 
-    from kdsr.data.io import image_header, read_pixels, write_pixels
+    from kdsr.data.io import image_header, pixels_to_tensor, read_pixels, write_pixels
     from kdsr.inference import probe
     from kdsr.inference.pixels import resize_pixels, upscale_pixels
 
@@ -235,7 +280,7 @@ def run(args) -> int:
         tqdm.write(message, file=sys.stderr)
 
     apply_threads(args)
-    runner, files, plan, device, outdir, how = _setup(args)
+    runner, files, plan, device, outdir, how, steer = _setup(args)
     s = runner.scale
     final = args.outscale if args.outscale is not None else s
     suffix = f"_x{final:g}" if args.suffix is None else args.suffix
@@ -257,7 +302,12 @@ def run(args) -> int:
                 plan.memory = probe.measure_memory(runner, device, how)
             if progress and plan.speed is None:
                 plan.speed = probe.measure_speed(runner)
-            result = upscale_pixels(runner, data, plan, device, say, progress=progress)
+            degradation = None
+            if steer is not None:
+                degradation = steer(pixels_to_tensor(data)[None])
+            result = upscale_pixels(
+                runner, data, plan, device, say, progress=progress, degradation=degradation
+            )
             del data
             if final != s:
                 result = resize_pixels(result, final / s)

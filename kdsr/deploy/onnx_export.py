@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..models.kdsr_model import KDSRStudent
+from ..steering.calibration import weights_fingerprint
 from .graphs import export_graphs
 
 OPSET = 18
@@ -76,6 +77,7 @@ def export_onnx(model: KDSRStudent, path: str | os.PathLike) -> tuple[Path, Path
         "kdsr.encoder_radius": model.encoder.receptive_radius,
         "kdsr.encoder_file": enc_file.name,
         "kdsr.config": json.dumps(model.config),
+        "kdsr.weights_fingerprint": weights_fingerprint(model),  # kdsr.steering checks calibrations with it
     }
     batch_hw = {0: "B", 2: "H", 3: "W"}
     _export(

@@ -48,6 +48,7 @@ class OnnxStudent:
                 f"{path} is not a kdsr SR graph (kdsr.format={meta.get('kdsr.format')!r}); pass the file "
                 "`kdsr export --format onnx -o FILE` wrote as FILE (not its .encoder.onnx)"
             )
+        self.source_path, self.weights_fingerprint = path, meta.get("kdsr.weights_fingerprint")  # steering
         self.scale = int(meta["kdsr.scale"])
         self.encoder_radius = int(meta["kdsr.encoder_radius"])
         enc_file = path.with_name(meta["kdsr.encoder_file"])
@@ -87,7 +88,9 @@ class OnnxStudent:
         *,
         tile_batch: int = 1,
         progress: Progress | None = None,
+        degradation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`kdsr.upscale` through onnxruntime: image (B, 3, H, W) or (3, H, W) float in [0, 1] ->
-        (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device and dtype."""
-        return upscale_with(self.runner(), image, tile, tile_pad, tile_batch, None, progress)
+        (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device and dtype. `degradation`: pooled
+        features (1, 4C) all tiles share instead of the image's own (kdsr.steering.resolve_degradation)."""
+        return upscale_with(self.runner(), image, tile, tile_pad, tile_batch, degradation, progress)

@@ -59,7 +59,7 @@ def _mode_for(fused_kernels: bool | str) -> str:
     """IDR-DDC mode for a fused_kernels argument: True -> "auto", False -> "pytorch", or a backend name."""
     if isinstance(fused_kernels, bool):
         return "auto" if fused_kernels else PYTORCH
-    valid = ("auto", PYTORCH, *kdsr_kernels.ops.BACKEND_MODULES)
+    valid = ("auto", PYTORCH, *kdsr_kernels.ops.BACKENDS)
     if isinstance(fused_kernels, str) and fused_kernels in valid:
         return fused_kernels
     raise ValueError(f"fused_kernels must be True, False or one of {list(valid)}, got {fused_kernels!r}")
@@ -137,6 +137,13 @@ class _KDSRModel(nn.Module):
         if self.validate_inputs:
             check_image(lr, "lr", like=self._reference_param())
 
+    def _in_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the memory format of the model's weights (channels_last after `load`), so every layer runs
+        in one layout; a no-op when they already match."""
+        if self._reference_param().is_contiguous(memory_format=torch.channels_last):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     # -- persistence ----------------------------------------------------------------------------------------
     def checkpoint(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """The dict `save` writes: format, version, class, config, CPU state_dict (and metadata if given)."""
@@ -205,12 +212,13 @@ class KDSRStudent(_KDSRModel):
     def encode(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """lr (B, 3, H, W) -> (D (B, C), D' (B, 4C)): the degradation representation, the distilled vector."""
         self._check_lr(lr)
-        return self.encoder(lr)
+        return self.encoder(self._in_layout(lr))
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        """lr (B, 3, H, W) float in [0, 1] -> sr (B, 3, scale*H, scale*W)."""
+        """lr (B, 3, H, W) float in [0, 1] -> sr (B, 3, scale*H, scale*W), contiguous NCHW."""
+        lr = self._in_layout(lr)
         d, _ = self.encode(lr)
-        return self.sr_net(lr, d)
+        return self.sr_net(lr, d).contiguous()
 
     @classmethod
     def from_teacher(cls, teacher: KDSRTeacher, fused_kernels: bool | str | None = None) -> KDSRStudent:
@@ -254,12 +262,12 @@ class KDSRTeacher(_KDSRModel):
 
     def encode(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """lr (B, 3, H, W), hr (B, 3, sH, sW) -> (D (B, C), D' (B, 4C))."""
-        return self.encoder(self.teacher_input(lr, hr))
+        return self.encoder(self._in_layout(self.teacher_input(lr, hr)))
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        """lr (B, 3, H, W), hr (B, 3, sH, sW), floats in [0, 1] -> sr (B, 3, sH, sW)."""
+        """lr (B, 3, H, W), hr (B, 3, sH, sW), floats in [0, 1] -> sr (B, 3, sH, sW), contiguous NCHW."""
         d, _ = self.encode(lr, hr)
-        return self.sr_net(lr, d)
+        return self.sr_net(self._in_layout(lr), d).contiguous()
 
 
 MODEL_CLASSES = {"KDSRStudent": KDSRStudent, "KDSRTeacher": KDSRTeacher}
@@ -269,7 +277,12 @@ def shipped_names() -> list[str]:
     """Names of the weight files shipped in kdsr/weights/ (loadable with `load(name)`)."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.name[: -len(SAFETENSORS_SUFFIX)] for p in WEIGHTS_DIR.glob("*" + SAFETENSORS_SUFFIX))
+    files = (
+        p
+        for p in WEIGHTS_DIR.glob("*" + SAFETENSORS_SUFFIX)
+        if not p.name.endswith(".calibration.safetensors")
+    )
+    return sorted(p.name[: -len(SAFETENSORS_SUFFIX)] for p in files)
 
 
 def _resolve_path(path_or_name: str | os.PathLike) -> Path:
@@ -381,7 +394,8 @@ def load(
             `best.pt` is chosen by and what later stages start from, as Real-ESRGAN's `params_ema`); False
             returns the raw optimised weights. Ignored for model files.
 
-    Returns the KDSRStudent / KDSRTeacher in eval mode.
+    Returns the KDSRStudent / KDSRTeacher in eval mode, its weights in channels_last (the layout the
+    network runs fastest in: inputs are converted on entry, outputs returned NCHW-contiguous).
     """
     if isinstance(path_or_name, dict):
         blob = _model_blob(path_or_name, "the given dict", ema)
@@ -412,4 +426,5 @@ def load(
         ) from exc
     if map_location is not None:
         model.to(map_location)
+    model.source_path = None if isinstance(path_or_name, dict) else path  # kdsr.steering finds calibrations
     return model.eval()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kdsr_kernels
+from kdsr_kernels import reference
 
 from .checks import _autocast_on
 from .encoder import NEGATIVE_SLOPE, conv3x3
@@ -25,7 +25,12 @@ PYTORCH = "pytorch"
 
 class MeanShift(nn.Conv2d):
     """Frozen 1x1 conv adding sign*RGB_MEAN (identity weights, std 1). Its 12 parameters have
-    requires_grad=False but are counted, as the paper's parameter counts do."""
+    requires_grad=False but are counted, as the paper's parameter counts do.
+
+    The reference's MeanShift weight is eye(3) / std, always diagonal, so it runs as the per-channel affine
+    x * diag(weight) + bias (the same numbers as the 1x1 conv: the off-diagonal terms are exact zeros) and
+    folds into a neighbouring conv (`ShiftedConv`). Loading a non-diagonal weight raises ValueError.
+    """
 
     def __init__(self, sign: int):
         super().__init__(3, 3, kernel_size=1)
@@ -34,6 +39,37 @@ class MeanShift(nn.Conv2d):
             self.bias.copy_(sign * torch.tensor(RGB_MEAN))
         self.weight.requires_grad_(False)
         self.bias.requires_grad_(False)
+        self.register_load_state_dict_post_hook(_check_diagonal)
+
+    def scale(self) -> torch.Tensor:
+        """(3,) the diagonal of the 1x1 weight: 1 / std per channel."""
+        return torch.diagonal(self.weight.view(3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) -> x * scale + bias per channel, same dtype and memory format."""
+        return torch.addcmul(self.bias.view(1, 3, 1, 1), x, self.scale().view(1, 3, 1, 1))
+
+
+def _check_diagonal(module: MeanShift, incompatible_keys) -> None:
+    weight = module.weight.detach().view(3, 3)
+    if weight.device.type != "meta" and bool((weight - torch.diag(torch.diagonal(weight))).any()):
+        raise ValueError(
+            "MeanShift weight must be diagonal (eye / std, as the reference's); got " + str(weight)
+        )
+
+
+class ShiftedConv(nn.Conv2d):
+    """A 3x3 conv (the SR tail) that can absorb the MeanShift after it: `tail(x, add_mean)` ==
+    add_mean(tail(x)) up to fp rounding, with no extra pass over the output (weights and bias rescaled by
+    the shift's per-channel scale, its bias added to the conv's)."""
+
+    def forward(self, x: torch.Tensor, shift: MeanShift | None = None) -> torch.Tensor:
+        """x (B, Cin, H, W) -> (B, Cout, H, W); with `shift`, the shifted output."""
+        if shift is None:
+            return super().forward(x)
+        scale = shift.scale().to(self.weight.dtype)
+        weight = self.weight * scale.view(-1, 1, 1, 1)
+        return self._conv_forward(x, weight, torch.addcmul(shift.bias.to(self.bias.dtype), self.bias, scale))
 
 
 class IDRDDC(nn.Module):
@@ -62,12 +98,13 @@ class IDRDDC(nn.Module):
         if _autocast_on(x.device.type):  # a custom op is not autocast: take conv's dtype
             x = x.to(torch.get_autocast_dtype(x.device.type))
         weight = self.kernel(d).to(x.dtype).view(B, C, k, k)
-        if self.mode == PYTORCH:
-            out = F.conv2d(
-                x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, k, k), padding=k // 2, groups=B * C
-            )
-            return F.leaky_relu(out.view(B, C, H, W), NEGATIVE_SLOPE)
-        return kdsr_kernels.idr_ddc(x, weight, negative_slope=NEGATIVE_SLOPE, backend=self.mode)
+        if self.mode == PYTORCH:  # the grouped-conv formulation, differentiated by PyTorch's autograd
+            out = reference.forward(x, weight, NEGATIVE_SLOPE)
+        else:
+            out = kdsr_kernels.idr_ddc(x, weight, negative_slope=NEGATIVE_SLOPE, backend=self.mode)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)  # keep the layout the network runs in
+        return out
 
     def extra_repr(self) -> str:
         return f"n_feats={self.n_feats}, kernel_size={KERNEL_SIZE}, mode={self.mode!r}"
@@ -83,7 +120,7 @@ class IDRDCRB(nn.Module):
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), d (B, C) -> (B, C, H, W)."""
-        return self.conv(self.ddc(x, d)) + x
+        return _add_residual(self.conv(self.ddc(x, d)), x)
 
 
 def icnr_(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
@@ -97,7 +134,44 @@ def icnr_(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
     return conv
 
 
-def make_upsampler(n_feats: int, scale: int) -> nn.Sequential:
+def _add_residual(out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """out + residual, in place into `out` (a fresh conv output) when that keeps the result's dtype: no new
+    buffer. Under autocast the conv output is low precision and the residual stream is not: add out of
+    place, so the stream keeps its dtype (SRNetwork.forward's body_dtype)."""
+    if out.dtype == torch.promote_types(out.dtype, residual.dtype) and out.shape == residual.shape:
+        return out.add_(residual)
+    return out + residual
+
+
+class Upsampler(nn.Sequential):
+    """conv(C -> r²C) + PixelShuffle(r) stages (x2: one, x4: two, x3: one with r = 3); no activations.
+
+    On channels_last input each stage permutes its conv's output channels to (i, j, c) order, so the pixel
+    shuffle copies runs of r*C contiguous values instead of single ones; same numbers as the NCHW path
+    (the same products, summed in the same order), same parameters.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, rH, rW) per stage; keeps x's memory format."""
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        for conv, shuffle in zip(self[::2], self[1::2], strict=True):
+            x = _conv_pixel_shuffle_nhwc(x, conv, shuffle.upscale_factor)
+        return x
+
+
+def _conv_pixel_shuffle_nhwc(x: torch.Tensor, conv: nn.Conv2d, r: int) -> torch.Tensor:
+    """PixelShuffle(r)(conv(x)) for channels_last x, as a channels_last tensor."""
+    C = conv.out_channels // (r * r)
+    weight = conv.weight.view(C, r * r, *conv.weight.shape[1:]).transpose(0, 1).reshape(conv.weight.shape)
+    bias = conv.bias.view(C, r * r).t().reshape(-1)
+    y = conv._conv_forward(x, weight, bias)  # (B, r*r*C, H, W) channels_last, channels in (i, j, c) order
+    B, _, H, W = y.shape
+    y = y.permute(0, 2, 3, 1).view(B, H, W, r, r, C).permute(0, 1, 3, 2, 4, 5)
+    return y.reshape(B, H * r, W * r, C).permute(0, 3, 1, 2)
+
+
+def make_upsampler(n_feats: int, scale: int) -> Upsampler:
     """x2: conv(C->4C)+PixelShuffle(2); x4: that twice; x3: conv(C->9C)+PixelShuffle(3). No activations.
     The convs start ICNR-initialised (icnr_)."""
     if scale not in SUPPORTED_SCALES:
@@ -108,7 +182,7 @@ def make_upsampler(n_feats: int, scale: int) -> nn.Sequential:
     else:
         for _ in range(scale.bit_length() - 1):
             layers += [icnr_(conv3x3(n_feats, 4 * n_feats), 2), nn.PixelShuffle(2)]
-    return nn.Sequential(*layers)
+    return Upsampler(*layers)
 
 
 class SRNetwork(nn.Module):
@@ -131,7 +205,7 @@ class SRNetwork(nn.Module):
         self.blocks = nn.ModuleList(IDRDCRB(n_feats, mode) for _ in range(n_blocks))
         self.body_conv = conv3x3(n_feats, n_feats)
         self.upsample = make_upsampler(n_feats, scale)
-        self.tail = conv3x3(n_feats, 3)
+        self.tail = ShiftedConv(n_feats, 3, kernel_size=3, padding=1)
         self.add_mean = MeanShift(+1)
 
     @property
@@ -161,9 +235,9 @@ class SRNetwork(nn.Module):
         with body:  # no autocast region at all by default (torch.export would wrap one in a sub-graph)
             for block in self.blocks:
                 x = block(x, d)
-        x = self.body_conv(x) + h
+        x = _add_residual(self.body_conv(x), h)
         if body_dtype is not None:
             with torch.autocast(lr.device.type, dtype=body_dtype):
                 x = self.upsample(x)
-            return self.add_mean(self.tail(x.to(lr.dtype)))
-        return self.add_mean(self.tail(self.upsample(x)))
+            return self.tail(x.to(lr.dtype), self.add_mean)
+        return self.tail(self.upsample(x), self.add_mean)

@@ -151,6 +151,21 @@ _NOT_A_CHECKPOINT = (
 )
 
 
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors on the CPU) of a safetensors file (no code runs).
+
+    Raises ValueError "<path> is not a valid safetensors file (<reason>)" for a malformed or unreadable file.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return handle.metadata() or {}, {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError / OSError: one line for a malformed file
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ValueError(f"{str(path)!r} is not a valid safetensors file ({text})") from None
+
+
 def _looks_like_torch_file(path: str | os.PathLike) -> bool:
     """True when `path` starts like something torch.save writes: a zip archive or a pickle (0x80 PROTO)."""
     try:

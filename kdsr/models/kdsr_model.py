@@ -315,15 +315,12 @@ def _is_safetensors(path: Path) -> bool:
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
     """A safetensors model file -> the checkpoint() dict (weights on CPU); ValueError if malformed."""
-    from safetensors import safe_open
+    from kdsr.safe_load import read_safetensors
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # noqa: BLE001 - SafetensorError / OSError: one line for a malformed file
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise ValueError(f"kdsr.load: {str(path)!r} is not a valid safetensors file ({text})") from None
+        header, state = read_safetensors(path)
+    except ValueError as exc:
+        raise ValueError(f"kdsr.load: {exc}") from None
     if header.get("format") != FORMAT:
         raise ValueError(
             f"kdsr.load: {str(path)!r} is a safetensors file without kdsr metadata (format={FORMAT!r}); "

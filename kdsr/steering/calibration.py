@@ -139,16 +139,13 @@ class Calibration:
 
 def read_calibration(path: str | os.PathLike) -> Calibration:
     """Load a calibration file (safetensors + JSON; no code runs). CalibrationError when malformed."""
-    from safetensors import safe_open
+    from kdsr.safe_load import read_safetensors
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # noqa: BLE001 - SafetensorError / OSError: one line for a malformed file
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise CalibrationError(f"{path} is not a readable calibration file ({text})") from None
+        header, tensors = read_safetensors(path)
+    except ValueError as exc:
+        raise CalibrationError(f"not a readable calibration file: {exc}") from None
     if header.get("format") != FORMAT:
         raise CalibrationError(f"{path} is not a kdsr calibration (format={header.get('format')!r})")
     try:

@@ -120,8 +120,9 @@ def torch_load(
         )
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a foreign file can raise anything; report one line
-            raise ValueError(f"cannot read {str(path)!r} as a torch file ({_first_line(exc)})") from exc
+        except Exception:  # noqa: BLE001 - a foreign file can raise anything; report one line
+            message = _CORRUPT if _looks_like_torch_file(path) else _NOT_A_CHECKPOINT
+            raise ValueError(message.format(path=str(path))) from None
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": noise for a file we may refuse anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -133,21 +134,20 @@ def torch_load(
         if not _looks_like_torch_file(path):
             raise ValueError(_NOT_A_CHECKPOINT.format(path=str(path))) from None
         # torch's own text here advises weights_only=False, which is wrong for a corrupt file
-        raise ValueError(
-            f"cannot read {str(path)!r}: it is not a valid torch file (corrupt or truncated?); pass a "
-            ".pt / .safetensors file written by kdsr (model.save or a training run)"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - random bytes can make the unpickler raise anything (IndexError, ...)
+        raise ValueError(_CORRUPT.format(path=str(path))) from None
+    except Exception:  # noqa: BLE001 - random bytes can make the unpickler raise anything (IndexError, ...)
         if not _looks_like_torch_file(path):
             raise ValueError(_NOT_A_CHECKPOINT.format(path=str(path))) from None
-        raise ValueError(
-            f"cannot read {str(path)!r} as a torch file ({_first_line(exc)}); is it complete?"
-        ) from None
+        raise ValueError(_CORRUPT.format(path=str(path))) from None
 
 
 _NOT_A_CHECKPOINT = (
-    "{path!r} is not a checkpoint (neither a torch zip archive nor a pickle); pass a .pt / .safetensors "
-    "file written by kdsr (model.save or a training run)"
+    "cannot read {path!r}: it is not a checkpoint (neither a torch zip archive nor a pickle); pass a .pt / "
+    ".safetensors file written by kdsr (model.save or a training run)"
+)
+_CORRUPT = (
+    "cannot read {path!r}: it is not a valid torch file (not a PyTorch checkpoint, or the file is corrupt or "
+    "truncated); pass a .pt / .safetensors file written by kdsr (model.save or a training run)"
 )
 
 

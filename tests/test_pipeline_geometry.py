@@ -64,9 +64,11 @@ def _write_png(path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def _avg_pool_degradation(hr: torch.Tensor, generator=None) -> torch.Tensor:
-    """Stand-in degradation: 4×4 average pooling (LR (i, j) = mean of GT rows 4i..4i+3, cols 4j..4j+3)."""
-    return F.avg_pool2d(hr, 4)
+def _avg_pool_degradation(hr: torch.Tensor, generator=None, return_params: bool = False):
+    """Stand-in degradation: 4×4 average pooling (LR (i, j) = mean of GT rows 4i..4i+3, cols 4j..4j+3);
+    with return_params, (LR, None): it draws no parameters."""
+    lr = F.avg_pool2d(hr, 4)
+    return (lr, None) if return_params else lr
 
 
 def test_paired_crop_matches_a_stand_in_degradation(tmp_path):

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from test_training_support import make_image_folder, tiny_overrides
 
 from kdsr.training import checkpoint as ckpt_io
@@ -71,11 +70,8 @@ def test_old_format_checkpoint_resumes_bit_identically(tmp_path, one_torch_threa
     assert "scheduler" in old and old["iteration"] == 3
     moved = [f"data.train_dir={images}", f"logging.out_dir={tmp_path / 'resumed'}"]
     resumed = Trainer(load_config(base=old["config"], overrides=moved), resume=old, progress=False).run()
-    full_cfg = load_config(
-        base=old["config"], overrides=[f"data.train_dir={images}", f"logging.out_dir={tmp_path / 'full'}"]
-    )
-    full = Trainer(full_cfg, progress=False).run()
-    assert resumed.losses == full.losses[3:]  # bit-identical to an uninterrupted run of this code
+    # A fresh run of the current code is no oracle: the pixel-shuffle convs now start ICNR-initialised
+    # (issue 20), so its iterations 0-2 differ. The old code's own uninterrupted losses are the oracle.
     recorded = json.loads((FIXTURES / "old_format_teacher_losses.json").read_text())["losses"]
     # the old code's own numbers (the same on this machine; a float32 tolerance elsewhere)
     assert resumed.losses == pytest.approx(recorded[3:], rel=1e-5)
@@ -83,6 +79,3 @@ def test_old_format_checkpoint_resumes_bit_identically(tmp_path, one_torch_threa
     assert lrs == [1e-3 * 0.5 ** (i // 2) for i in range(3, 6)]
     new = ckpt_io.load_checkpoint(resumed.run_dir / "last.pt")
     assert "scheduler" not in new and isinstance(new["config"], dict)
-    last_full = ckpt_io.load_checkpoint(full.run_dir / "last.pt")
-    for key, value in last_full["model"]["state_dict"].items():
-        assert torch.equal(new["model"]["state_dict"][key], value), key

@@ -213,9 +213,11 @@ class RealWorldBatches:
             self.degradation(gt[j : j + 1], generator=g, return_params=True) for j, g in enumerate(generators)
         ]
         lq = torch.cat([lr for lr, _ in degraded])
-        aux = torch.from_numpy(
-            np.concatenate([realworld_targets(params, self.degradation) for _, params in degraded])
-        )
+        aux = None  # a stand-in degradation (tests) records no parameters
+        if all(params is not None for _, params in degraded):
+            aux = torch.from_numpy(
+                np.concatenate([realworld_targets(params, self.degradation) for _, params in degraded])
+            )
         p, s = self.gt_size // self.scale, self.scale
         top = int(torch.randint(0, lq.shape[-2] - p + 1, (), generator=batch_generator))
         left = int(torch.randint(0, lq.shape[-1] - p + 1, (), generator=batch_generator))

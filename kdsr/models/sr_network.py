@@ -67,6 +67,8 @@ class ShiftedConv(nn.Conv2d):
         """x (B, Cin, H, W) -> (B, Cout, H, W); with `shift`, the shifted output."""
         if shift is None:
             return super().forward(x)
+        if torch.onnx.is_in_onnx_export():  # the ONNX exporter needs a constant kernel shape: shift after
+            return shift(super().forward(x))
         scale = shift.scale().to(self.weight.dtype)
         weight = self.weight * scale.view(-1, 1, 1, 1)
         return self._conv_forward(x, weight, torch.addcmul(shift.bias.to(self.bias.dtype), self.bias, scale))

@@ -88,6 +88,42 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> str:
     return _malloc_state
 
 
+def retained_free_bytes() -> int:
+    """Bytes glibc holds freed but mapped in this process (mallinfo2: free chunks of every arena), 0 where
+    unknown. With `reuse_freed_memory` they stay in the resident set and the address space after a large
+    image, yet the next allocations reuse them first, so the memory planner counts them as available."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        import ctypes
+        import ctypes.util
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [  # noqa: RUF012 - the ctypes layout of glibc's struct mallinfo2
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena",
+                    "ordblks",
+                    "smblks",
+                    "hblks",
+                    "hblkhd",
+                    "usmblks",
+                    "fsmblks",
+                    "uordblks",
+                    "fordblks",
+                    "keepcost",
+                )
+            ]
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        return int(libc.mallinfo2().fordblks)
+    except (OSError, AttributeError):
+        return 0
+
+
 # -- native low precision ----------------------------------------------------------------------------------
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 

@@ -5,14 +5,16 @@
     speed = measure_speed(runner)                      # seconds per LR pixel of encoder and SR (ETA weights)
 
 What is free: on CPU the smallest of /proc/meminfo MemAvailable, the cgroup v2 limit minus usage, and the
-RLIMIT_AS headroom (limit minus this process's virtual size); on CUDA torch.cuda.mem_get_info's free bytes.
+RLIMIT_AS headroom (limit minus this process's virtual size), plus what the allocator holds freed for reuse
+(kdsr.device.retained_free_bytes); on CUDA torch.cuda.mem_get_info's free bytes.
 
 How much a model needs: a probe forward on a PROBE x PROBE window with memory tracking -- torch's profiler
 (allocator-level allocation/free events, so it sees the im2col buffers of CPU convolutions that a tensor-level
 count misses) on CPU, torch.cuda.max_memory_allocated on CUDA, the resident-set high-water mark for
 onnxruntime (its arena allocator is invisible to torch) -- divided by the window's pixels and multiplied by a
 safety factor for allocator overhead and page rounding (CPU_SAFETY / CUDA_SAFETY / RSS_SAFETY; a test checks
-the result bounds a real run's resident-set growth).
+the result bounds a real run's resident-set growth). bf16 on a CPU without native bf16 gets
+EMULATED_BF16_SAFETY: oneDNN's emulation keeps conversion buffers outside torch's allocator.
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ from pathlib import Path
 
 import torch
 
+from ..device import retained_free_bytes
 from .memory import MemoryModel
 
 PROBE = 64
-CPU_SAFETY = 1.25
+# The first call's resident-set growth with the reuse allocator (kdsr.device.reuse_freed_memory) reached 1.63x
+# the profiler's peak (fp32 encoder, 192x192 window, AVX2 EPYC): fragmentation of the first pass.
+CPU_SAFETY = 1.8
+# bf16 where oneDNN emulates it (no AVX-512 BF16 / AMX; `--precision auto` never picks it there): the first
+# 192x192 encoder call grew the RSS by 2.9x the profiler's peak (same machine), buffers torch does not see.
+EMULATED_BF16_SAFETY = 3.5
 CUDA_SAFETY = 1.15
 RSS_SAFETY = 2.0
 
@@ -84,7 +92,7 @@ def available_bytes(device: torch.device) -> int | None:
         return int(free)
     known = [_meminfo_available(), _cgroup_headroom(), _address_space_headroom()]
     known = [n for n in known if n is not None]
-    return min(known) if known else None
+    return min(known) + retained_free_bytes() if known else None
 
 
 @contextlib.contextmanager
@@ -180,6 +188,10 @@ def measure_memory(runner, device: torch.device, how: str = "torch") -> MemoryMo
 
         peaks = [measure_peak(fn, how, device) for fn in (enc, sr)]
     factor = safety_factor(device, how)
+    if how == "torch" and device.type == "cpu" and runner.precision == "bf16":
+        from kdsr.device import has_native_bf16
+
+        factor = factor if has_native_bf16(device) else EMULATED_BF16_SAFETY
     enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
     return MemoryModel(enc_px, sr_px)
 

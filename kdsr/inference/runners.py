@@ -11,10 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..device import auto_precision
 from ..models.kdsr_model import KDSRStudent
-
-# precision="auto" per device type: the fastest path measured in benchmarks/test_bench_inference.py.
-AUTO_PRECISION = {"cpu": "bf16", "cuda": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +24,7 @@ class TileRunner:
     sr: ((N, 3, h, w) LR windows, (N, ...) estimate) -> (N, 3, scale*h, scale*w).
     encoder_radius: context pixels that make a patch's features equal the whole image's.
     scale: the upscaling factor. `to_input` casts/moves an LR patch to what `features`/`sr` take.
+    precision: what the network computes in ("fp32", "bf16", "fp16"); the memory probe reads it.
     """
 
     features: Callable[[torch.Tensor], torch.Tensor]
@@ -34,18 +33,22 @@ class TileRunner:
     encoder_radius: int
     scale: int
     to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    precision: str = "fp32"
 
 
 def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> TileRunner:
     """A TileRunner for a PyTorch student (inputs cast to its first parameter's device and dtype).
 
     low_dtype (bfloat16 / float16): the encoder and the SR network's IDR-DCRBs and upsampler run under
-    autocast to it, on channels_last inputs; the SR residual stream, head, body conv and tail stay in the
-    model's dtype (`SRNetwork.forward(body_dtype=...)`).
+    autocast to it; the SR residual stream, head, body conv and tail stay in the model's dtype
+    (`SRNetwork.forward(body_dtype=...)`). Inputs are channels_last on the CPU and in low precision (oneDNN's
+    NHWC convolutions are the fast ones there; the network keeps the input's layout end to end, issue 24),
+    contiguous NCHW for CUDA float32.
     """
     param = model.sr_net.head.weight
     encoder = model.encoder
-    fmt = torch.contiguous_format if low_dtype is None else torch.channels_last
+    nhwc = low_dtype is not None or param.device.type == "cpu"
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
     autocast = functools.partial(
         torch.autocast, param.device.type, dtype=low_dtype, enabled=low_dtype is not None
     )
@@ -65,18 +68,20 @@ def torch_runner(model: KDSRStudent, low_dtype: torch.dtype | None = None) -> Ti
     def head(pooled: torch.Tensor) -> torch.Tensor:
         return encoder.head(pooled.to(param.dtype))[0]
 
-    return TileRunner(features, head, sr, encoder.receptive_radius, model.scale, to_input)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[low_dtype]
+    return TileRunner(features, head, sr, encoder.receptive_radius, model.scale, to_input, precision)
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" -> the fastest path we measured on `device` (benchmarks/RESULTS.md); checks the name."""
+    """ "auto" -> kdsr.device.auto_precision (bf16 only on a CPU that has it natively, fp16 on CUDA, else
+    fp32); checks the name."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        return AUTO_PRECISION.get(device.type, "fp32")
+        return auto_precision(device)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' runs on CUDA only; on CPU use 'bf16' (or 'auto')")
     return precision

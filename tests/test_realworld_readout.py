@@ -113,12 +113,28 @@ def test_aux_head_trains_is_checkpointed_and_not_exported(tmp_path):
         "train.precision=fp32",
     ]
     trainer = Trainer(load_config("tiny_realworld_x4_teacher", sets), progress=False)
-    head_before = trainer.readout_aux.head.weight.detach().clone()
+    linear = trainer.readout_aux.head[-1]
+    head_before = linear.weight.detach().clone()
     result = trainer.run()
     assert all(np.isfinite(result.losses))
-    assert not torch.equal(head_before, trainer.readout_aux.head.weight)  # the head is in the optimizer
+    assert not torch.equal(head_before, linear.weight)  # the head is in the optimizer
     assert trainer.val_pairs and trainer.val_pairs[0].params["kind"] == "realworld"
     ckpt = ckpt_io.load_checkpoint(trainer.run_dir / "last.pt")
-    assert set(ckpt["readout_head"]) == {"head.weight", "head.bias"}
+    assert {"head.1.weight", "head.1.bias", "head.0.running_mean"} <= set(ckpt["readout_head"])
     assert not any("head.weight" == k for k in ckpt["model"]["state_dict"])
     assert (trainer.run_dir / "best.pt").is_file()  # teacher: best.pt by the real-world PSNR
+
+
+def test_aux_head_ignores_the_shared_offset_of_d_prime():
+    """The head reads D' after batch standardisation: adding one vector to every row of a batch, or scaling
+    each dimension by a positive factor, leaves its training-mode prediction unchanged (float64)."""
+    from kdsr.training.readout_aux import ReadoutAux
+
+    torch.manual_seed(0)
+    aux = ReadoutAux(16, weight=1.0).double().train()
+    d = torch.randn(8, 16, dtype=torch.float64)
+    offset = 10.0 * torch.randn(1, 16, dtype=torch.float64)
+    scale = torch.rand(1, 16, dtype=torch.float64) + 0.5
+    # BatchNorm's eps (1e-5 against a per-dimension variance >= ~0.1 here) bounds the difference by ~1e-4; an
+    # unstandardised head would move by ~|offset| x |weight| ~ 1.
+    torch.testing.assert_close(aux.head(d * scale + offset), aux.head(d), rtol=0, atol=1e-4)

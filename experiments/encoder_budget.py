@@ -4,8 +4,8 @@
 
 For each HR image of the sets (/work/shared/data by default), x4 LR = isotropic Gaussian blur (sigma per
 --sigmas) + MATLAB bicubic + 8-bit rounding; the shipped student upscales it with whole-image D and with D
-from evenly spread --tile px tiles covering each fraction (kdsr.models.encoder_budget). Reported per set,
-fraction: mean and worst PSNR change (Y, border 4) against whole-image D, and the relative D distance
+from evenly spread --tile px tiles covering each fraction (kdsr.inference.tiling.encode_image). Reported per
+set, fraction: mean and worst PSNR change (Y, border 4) against whole-image D, and the relative D distance
 |D_budget - D| / |D|. A budget "loses nothing" when its mean PSNR change is >= -0.01 dB.
 """
 
@@ -21,8 +21,8 @@ import kdsr
 from kdsr.data.io import list_images, modcrop, read_image
 from kdsr.degradations.kernels import isotropic_gaussian_kernel
 from kdsr.degradations.pipeline import degrade
+from kdsr.inference.tiling import encode_image
 from kdsr.metrics import psnr
-from kdsr.models.encoder_budget import estimate_from_budget
 
 
 def main() -> None:
@@ -56,7 +56,8 @@ def main() -> None:
                     d = model.encode(lr)[0]
                     base = float(psnr(model.sr_net(lr_in, d).clamp(0, 1), hr.float()))
                     for f in args.fractions:
-                        db = estimate_from_budget(model, lr, f, args.tile)
+                        px = int(f * lr.shape[-2] * lr.shape[-1])
+                        db = encode_image(model, lr, max_pixels=px, budget_tile=args.tile)
                         rows[f]["dpsnr"].append(
                             float(psnr(model.sr_net(lr_in, db).clamp(0, 1), hr.float())) - base
                         )

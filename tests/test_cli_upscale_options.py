@@ -97,3 +97,19 @@ def test_half_is_a_deprecated_alias(tmp_path, capsys, flag):
     argv = ["upscale", str(src), "-o", str(tmp_path / "o"), "--model", "tiny-iso-x4-student", flag]
     assert main([*argv, "--no-progress"]) == 0
     assert "--half is deprecated; use --precision auto" in capsys.readouterr().err
+
+
+def test_encoder_pixels_reads_a_budget_or_every_pixel(tmp_path, capsys):
+    """--encoder-pixels N below the image's pixels changes the estimate (so the output); `all` and any N at
+    least the image's pixels give the whole-image result byte for byte; a bad value is one line, exit 2."""
+    src = photo(tmp_path / "p.png", h=300, w=400, seed=4)
+    runs = {"all": "all", "big": str(300 * 400), "small": "20000"}
+    for name, value in runs.items():
+        args = ["upscale", str(src), "-o", str(tmp_path / name), "--no-progress", "--encoder-pixels", value]
+        assert main([*args, "--model", "iso-x4-student"]) == 0
+    read = {name: (tmp_path / name / "p_x4.png").read_bytes() for name in runs}
+    assert read["all"] == read["big"] and read["all"] != read["small"]
+    capsys.readouterr()
+    assert main(["upscale", str(src), "-o", str(tmp_path / "bad"), "--encoder-pixels", "-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--encoder-pixels" in err[0] and "Traceback" not in err[0]

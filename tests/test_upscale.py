@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import kdsr
-from kdsr.inference.tiling import _axis_weights, estimate_degradation, window_starts
+from kdsr.inference.tiling import _axis_weights, encode_image, window_starts
 
 # Stated tolerance for tiles with less context than the network's receptive field (random-weight tiny model,
 # tile 12, tile_pad 4 < radius 7): measured max |diff| ~2.5e-3, mean ~6e-5 on outputs with std ~0.07.
@@ -74,7 +74,7 @@ def test_tiles_with_little_context_agree_within_the_stated_tolerance(model):
 def test_degradation_is_estimated_once_for_the_whole_image(model, monkeypatch):
     lr = smooth_image(2, 40, 36, seed=2)
     d_whole = model.encode(lr)[0]
-    torch.testing.assert_close(estimate_degradation(model, lr, tile=8), d_whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(encode_image(model, lr, tile=8), d_whole, rtol=1e-5, atol=1e-6)
     seen = []
     real_forward = model.sr_net.forward
     monkeypatch.setattr(model.sr_net, "forward", lambda x, d: seen.append(d.clone()) or real_forward(x, d))

@@ -31,6 +31,7 @@ from kdsr.commands._common import (
 from kdsr.data.io import IMAGE_EXTENSIONS, JPEG_QUALITY
 from kdsr.inference.catalog import DEFAULT_MODEL, DEFAULT_REASON
 from kdsr.inference.pixels import RESIZE_FILTER
+from kdsr.inference.tiling import ENCODER_PIXELS
 
 METADATA_NOTE = (
     "EXIF orientation is applied to the pixels (the result is upright, with no orientation tag); the ICC "
@@ -94,6 +95,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per model call (default 1)")
     p.add_argument(
+        "--encoder-pixels",
+        default=str(ENCODER_PIXELS),
+        metavar="N|all",
+        help=f"the degradation estimate of an image with more LR pixels reads N of them, in evenly spread "
+        f"tiles (default {ENCODER_PIXELS}, about 1 MP: the encoder's share of a 12 MP photo drops from ~40%% "
+        f"to ~3%%); all: read every pixel",
+    )
+    p.add_argument(
         "--fused-kernels",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -103,8 +112,9 @@ def add_parser(subparsers) -> None:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16", "auto"],
-        help="fp32 (default); bf16: autocast bfloat16 + channels_last (CPU or CUDA); fp16: autocast "
-        "float16 (CUDA); auto: the fastest path measured for the device (benchmarks/RESULTS.md)",
+        help="fp32 (default); bf16: autocast bfloat16 (CPU or CUDA; slower than fp32 on a CPU without "
+        "native bf16); fp16: autocast float16 (CUDA); auto: bf16 on a CPU with AVX-512 BF16 or AMX, fp16 on "
+        "CUDA, else fp32",
     )
     p.add_argument("--half", action="store_true", help="deprecated alias of --precision auto (warns)")
     p.add_argument(
@@ -205,6 +215,7 @@ def _setup(args):
         raise UsageError(f"--max-memory: {exc}") from None
     if args.tile_pad < 0 or args.tile_batch < 1:
         raise UsageError("--tile-pad must be >= 0 and --tile-batch >= 1")
+    encoder_pixels = _encoder_pixels(args.encoder_pixels)
     if not 1 <= args.jpeg_quality <= 100:
         raise UsageError(f"--jpeg-quality must be 1-100, got {args.jpeg_quality}")
     if args.outscale is not None and not 0 < args.outscale <= 16:
@@ -240,12 +251,21 @@ def _setup(args):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         runner, how = runner_for(model, args.precision), "torch"
-    plan = Plan(tile, args.tile_pad, args.tile_batch, None, max_memory)
+    plan = Plan(tile, args.tile_pad, args.tile_batch, None, max_memory, encoder_pixels=encoder_pixels)
     try:
         steer = _steering(args, model, runner, tile if isinstance(tile, int) else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return runner, files, plan, device, outdir, how, steer
+
+
+def _encoder_pixels(text: str) -> int | None:
+    """--encoder-pixels: a positive integer, or None for "all"; UsageError otherwise."""
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise UsageError(f"--encoder-pixels must be a positive integer or all, got {text!r}")
 
 
 def _steering(args, model, runner, tile: int | None):

@@ -22,7 +22,7 @@ from kdsr.data.io import LUMA, Pixels, pixels_to_tensor
 from . import probe
 from .memory import FLUSH_ROWS, MemoryModel, default_budget, image_bytes, plan_tile
 from .progress import Eta, TileBars
-from .tiling import ENCODE, RESTORE, TileRunner, sr_steps, upscale_stream, work_plan
+from .tiling import ENCODE, ENCODER_PIXELS, RESTORE, TileRunner, sr_steps, upscale_stream, work_plan
 
 MIN_RETRY_TILE = 32  # smallest tile the out-of-memory retry halves the tile to
 RESIZE_FILTER = "Lanczos"  # --outscale's filter (Pillow's LANCZOS, a = 3; Real-ESRGAN uses cv2's Lanczos-4)
@@ -93,7 +93,8 @@ def resize_pixels(px: Pixels, factor: float) -> Pixels:
 class Plan:
     """How `upscale_pixels` sizes its tiles: tile ("auto", None = whole image, or N), the measured
     MemoryModel (for "auto"; measured on first use), the --max-memory budget in bytes (None: the default),
-    tile_pad, tile_batch, and `speed`: (encoder, SR) seconds per LR pixel that weight the ETA."""
+    tile_pad, tile_batch, `speed`: (encoder, SR) seconds per LR pixel that weight the ETA, and
+    `encoder_pixels`: how many LR pixels the degradation estimate reads (None: all; tiling.ENCODER_PIXELS)."""
 
     tile: int | str | None
     tile_pad: int = 10
@@ -101,6 +102,7 @@ class Plan:
     memory: MemoryModel | None = None
     max_memory: int | None = None
     speed: tuple[float, float] | None = None
+    encoder_pixels: int | None = ENCODER_PIXELS
 
 
 def choose_tile(plan: Plan, px: Pixels, runner: TileRunner, device: torch.device) -> int | None:
@@ -163,11 +165,30 @@ def upscale_pixels(
         sink = ArraySink(out, px.grayscale)
         eta = None
         if plan.speed is not None:
-            work = work_plan((H, W), tile, plan.tile_pad, runner.encoder_radius, plan.tile_batch)
+            work = work_plan(
+                (H, W),
+                tile,
+                plan.tile_pad,
+                runner.encoder_radius,
+                plan.tile_batch,
+                degradation is None,
+                plan.encoder_pixels,
+            )
             eta = Eta(work, {ENCODE: plan.speed[0], RESTORE: plan.speed[1]})
         bars = TileBars(eta, enabled=progress)
         try:
-            upscale_stream(runner, lr, sink, tile, plan.tile_pad, plan.tile_batch, degradation, None, bars)
+            upscale_stream(
+                runner,
+                lr,
+                sink,
+                tile,
+                plan.tile_pad,
+                plan.tile_batch,
+                degradation,
+                None,
+                bars,
+                plan.encoder_pixels,
+            )
             break
         except Exception as exc:
             if not is_out_of_memory(exc) or (tile is not None and tile <= MIN_RETRY_TILE):

@@ -29,6 +29,7 @@ import torch
 from ..device import reuse_freed_memory
 from ..models.checks import MIN_LR_SIZE, check_image
 from ..models.kdsr_model import KDSRStudent
+from .encoder_budget import budget_tiles
 from .memory import FLUSH_ROWS, StreamBuffers
 from .runners import TileRunner, resolve_precision, runner_for, torch_runner
 
@@ -100,65 +101,98 @@ def _check_args(model: KDSRStudent, tile: int | None, tile_pad: int, tile_batch:
         raise ValueError(f"tile_batch must be an int >= 1, got {tile_batch!r}")
 
 
+# The degradation estimate of an image with more LR pixels than this reads this many, as BUDGET_TILE-px
+# tiles spread evenly over it (issue 24: on a 12 MP photo the encoder was ~40 % of the work). D is a mean of
+# per-pixel features, so 1 MP of evenly spread samples estimates it closely (docs/upscaling.md).
+ENCODER_PIXELS = 1 << 20
+BUDGET_TILE = 128
+
+
 def encoder_windows(
-    image_hw: tuple[int, int], tile: int | None, radius: int
+    image_hw: tuple[int, int],
+    tile: int | None,
+    radius: int,
+    max_pixels: int | None = ENCODER_PIXELS,
+    budget_tile: int = BUDGET_TILE,
 ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
     """The encoder's tiles of an (H, W) image: ((top, bottom, left, right) core, (y0, y1, x0, x1) window with
-    `radius` pixels of context), row by row; one window of the whole image when `tile` covers it."""
+    `radius` pixels of context). Above `max_pixels` (None: never) the cores are `budget_tile`-px tiles
+    covering about `max_pixels`, evenly spread (kdsr.inference.encoder_budget.budget_tiles); else every pixel,
+    row by row in `tile`-px cores, or one window of the whole image when `tile` is None or covers it."""
     H, W = image_hw
-    if tile is None or (H <= tile and W <= tile):
+    if max_pixels is not None and H * W > max_pixels:
+        cores = [
+            (top, top + h, left, left + w)
+            for top, left, h, w in budget_tiles(H, W, max_pixels / (H * W), budget_tile)
+        ]
+    elif tile is None or (H <= tile and W <= tile):
         return [((0, H, 0, W), (0, H, 0, W))]
-    out = []
-    for top in range(0, H, tile):
-        for left in range(0, W, tile):
-            bottom, right = min(top + tile, H), min(left + tile, W)
-            window = (
-                max(top - radius, 0),
-                min(bottom + radius, H),
-                max(left - radius, 0),
-                min(right + radius, W),
-            )
-            out.append(((top, bottom, left, right), window))
-    return out
+    else:
+        cores = [
+            (top, min(top + tile, H), left, min(left + tile, W))
+            for top in range(0, H, tile)
+            for left in range(0, W, tile)
+        ]
+    return [
+        (
+            (top, bottom, left, right),
+            (max(top - radius, 0), min(bottom + radius, H), max(left - radius, 0), min(right + radius, W)),
+        )
+        for top, bottom, left, right in cores
+    ]
 
 
 def estimate_with(
-    runner: TileRunner, image: torch.Tensor, tile: int | None = None, progress: Progress | None = None
+    runner: TileRunner,
+    image: torch.Tensor,
+    tile: int | None = None,
+    progress: Progress | None = None,
+    max_pixels: int | None = ENCODER_PIXELS,
+    budget_tile: int = BUDGET_TILE,
 ) -> torch.Tensor:
-    """The runner's degradation estimate of a whole image (B, 3, H, W), from tiles of `tile` LR pixels.
+    """The runner's degradation estimate of an image (B, 3, H, W), from tiles of `tile` LR pixels.
 
     Each tile gets `runner.encoder_radius` pixels of context and only its core's features enter the
-    (float64) average, so the result equals the untiled one up to float summation order.
-    progress(done, total) is called after each tile.
+    (float64) average, so the result equals the untiled one up to float summation order. An image with more
+    than `max_pixels` pixels is read from evenly spread `budget_tile`-px tiles covering about that many
+    (`encoder_windows`; None reads every pixel). progress(done, total) is called after each tile.
     """
     B, _, H, W = image.shape
-    windows = encoder_windows((H, W), tile, runner.encoder_radius)
+    windows = encoder_windows((H, W), tile, runner.encoder_radius, max_pixels, budget_tile)
     if len(windows) == 1:
         feats = runner.features(runner.to_input(image))
         out = runner.head(feats.mean(dim=(2, 3)))
         if progress is not None:
             progress(1, 1)
         return out
-    total = None
+    total, pixels = None, 0
     for done, ((top, bottom, left, right), (y0, y1, x0, x1)) in enumerate(windows, 1):
         feats = runner.features(runner.to_input(image[:, :, y0:y1, x0:x1]))
         part = feats[:, :, top - y0 : bottom - y0, left - x0 : right - x0].double().sum(dim=(2, 3))
         total = part if total is None else total + part
+        pixels += (bottom - top) * (right - left)
         if progress is not None:
             progress(done, len(windows))
-    return runner.head(total / (H * W))
+    return runner.head(total / pixels)
 
 
-def estimate_degradation(
-    model: KDSRStudent, image: torch.Tensor, tile: int | None = None, progress: Progress | None = None
+def encode_image(
+    model: KDSRStudent,
+    image: torch.Tensor,
+    tile: int | None = None,
+    progress: Progress | None = None,
+    max_pixels: int | None = ENCODER_PIXELS,
+    budget_tile: int = BUDGET_TILE,
 ) -> torch.Tensor:
-    """D (B, C) of a whole image (B, 3, H, W), computed in tiles of `tile` LR pixels when given.
+    """D (B, C) of an image (B, 3, H, W), computed in tiles of `tile` LR pixels when given.
 
-    The tiled result equals `model.encode(image)[0]` up to float summation order: each tile gets
-    `model.encoder.receptive_radius` pixels of context and only its core's features enter the average.
+    Up to `max_pixels` (None: always) the result equals `model.encode(image)[0]` up to float summation order:
+    each tile gets `model.encoder.receptive_radius` pixels of context and only its core's features enter the
+    average. A larger image is read from evenly spread tiles covering about `max_pixels` (as `upscale`
+    does).
     Returned on the model's device and dtype.
     """
-    return estimate_with(torch_runner(model), image, tile, progress)
+    return estimate_with(torch_runner(model), image, tile, progress, max_pixels, budget_tile)
 
 
 def upscale(
@@ -171,6 +205,7 @@ def upscale(
     degradation: torch.Tensor | None = None,
     progress: Progress | None = None,
     precision: str = "fp32",
+    encoder_pixels: int | None = ENCODER_PIXELS,
 ) -> torch.Tensor:
     """Super-resolve `image` with a KDSR student, optionally in blended tiles.
 
@@ -189,7 +224,9 @@ def upscale(
         precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
             IDR-DCRBs and upsampler under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its
             bf16 path; the residual stream, head, body conv and tail stay float32), "fp16" (the same in
-            float16, CUDA only) or "auto" (the fastest path measured on the device, benchmarks/RESULTS.md).
+            float16, CUDA only) or "auto" (kdsr.device.auto_precision: bf16 only on a CPU with native bf16).
+        encoder_pixels: the degradation estimate of a larger image reads about this many LR pixels, in
+            evenly spread tiles (`encoder_windows`); None reads every pixel.
 
     Returns:
         (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device, in the image's dtype (a (3, H, W)
@@ -205,7 +242,7 @@ def upscale(
         degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
         degradation = degradation.to(device, model.sr_net.head.weight.dtype)
     runner = runner_for(model, precision)
-    return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress)
+    return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress, encoder_pixels)
 
 
 # (first output row, block (B, 3, rows, scale*W) in [0, 1]): receives the SR result top to bottom, each output
@@ -221,6 +258,7 @@ def upscale_with(
     tile_batch: int = 1,
     degradation: torch.Tensor | None = None,
     progress: Progress | None = None,
+    encoder_pixels: int | None = ENCODER_PIXELS,
 ) -> torch.Tensor:
     """`upscale` for any TileRunner (PyTorch or onnxruntime); same arguments and result as `upscale`.
 
@@ -236,7 +274,9 @@ def upscale_with(
     def sink(y: int, block: torch.Tensor) -> None:
         out[:, :, y : y + block.shape[2]] = block
 
-    upscale_stream(runner, image, sink, tile, tile_pad, tile_batch, degradation, progress)
+    upscale_stream(
+        runner, image, sink, tile, tile_pad, tile_batch, degradation, progress, None, encoder_pixels
+    )
     return out
 
 
@@ -263,6 +303,7 @@ def work_plan(
     encoder_radius: int,
     tile_batch: int = 1,
     estimate: bool = True,
+    encoder_pixels: int | None = ENCODER_PIXELS,
 ) -> dict[str, list[int]]:
     """The model calls `upscale_stream` makes, in order, per stage (ENCODE, RESTORE): the LR pixels (per
     image) each call processes -- what its progress counts and what the ETA weights by cost."""
@@ -270,7 +311,7 @@ def work_plan(
     single = len(rows) == 1 and len(cols) == 1
     plan: dict[str, list[int]] = {}
     if estimate:
-        windows = encoder_windows(image_hw, None if single else tile, encoder_radius)
+        windows = encoder_windows(image_hw, None if single else tile, encoder_radius, encoder_pixels)
         plan[ENCODE] = [(y1 - y0) * (x1 - x0) for _, (y0, y1, x0, x1) in windows]
     groups = [min(tile_batch, len(cols) - first) for first in range(0, len(cols), tile_batch)]
     plan[RESTORE] = [g * win_h * win_w for _ in rows for g in groups]
@@ -287,6 +328,7 @@ def upscale_stream(
     degradation: torch.Tensor | None = None,
     progress: Progress | None = None,
     stages: StageProgress | None = None,
+    encoder_pixels: int | None = ENCODER_PIXELS,
 ) -> None:
     """Super-resolve `image` (B, 3, H, W) and hand the result to `sink` in horizontal bands, top to bottom.
 
@@ -310,7 +352,9 @@ def upscale_stream(
     win_h, win_w, rows, cols = sr_layout((H, W), tile, tile_pad)
     single = len(rows) == 1 and len(cols) == 1  # one window covers the image: no tiling at all
     enc_tile = None if single else tile
-    plan = work_plan((H, W), tile, tile_pad, runner.encoder_radius, tile_batch, degradation is None)
+    plan = work_plan(
+        (H, W), tile, tile_pad, runner.encoder_radius, tile_batch, degradation is None, encoder_pixels
+    )
     total_steps = sum(len(v) for v in plan.values())
     n_sr = len(plan[RESTORE])
     counter = {"done": 0}
@@ -324,7 +368,7 @@ def upscale_stream(
 
     with torch.no_grad():
         d = (
-            estimate_with(runner, image, enc_tile, lambda k, _n: report(ENCODE, k))
+            estimate_with(runner, image, enc_tile, lambda k, _n: report(ENCODE, k), encoder_pixels)
             if degradation is None
             else degradation
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..inference.tiling import Progress, TileRunner, upscale_with
+from ..inference.tiling import Progress, TileRunner, upscale
 from .onnx_export import FORMAT
 
 
@@ -70,7 +70,7 @@ class OnnxStudent:
         return torch.from_numpy(self.sr_session.run(["sr"], feeds)[0])
 
     def runner(self) -> TileRunner:
-        """The TileRunner `kdsr.inference.upscale_with` drives (head = identity: the SR graph applies it)."""
+        """The TileRunner `kdsr.upscale` drives (head = identity: the SR graph applies it)."""
         return TileRunner(
             self.features,
             lambda pooled: pooled.float(),
@@ -93,4 +93,12 @@ class OnnxStudent:
         """`kdsr.upscale` through onnxruntime: image (B, 3, H, W) or (3, H, W) float in [0, 1] ->
         (B, 3, scale*H, scale*W) clamped to [0, 1], on the image's device and dtype. `degradation`: pooled
         features (1, 4C) all tiles share instead of the image's own (kdsr.steering.resolve_degradation)."""
-        return upscale_with(self.runner(), image, tile, tile_pad, tile_batch, degradation, progress)
+        return upscale(
+            self.runner(),
+            image,
+            tile,
+            tile_pad,
+            tile_batch=tile_batch,
+            degradation=degradation,
+            progress=progress,
+        )

@@ -19,7 +19,6 @@ from .tiling import (
     runner_for,
     upscale,
     upscale_stream,
-    upscale_with,
 )
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "runner_for",
     "upscale",
     "upscale_stream",
-    "upscale_with",
 ]

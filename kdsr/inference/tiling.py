@@ -86,10 +86,11 @@ def _axis_weights(starts: list[int], window: int, length: int, scale: int) -> li
     return weights
 
 
-def _check_args(model: KDSRStudent, tile: int | None, tile_pad: int, tile_batch: int) -> None:
-    if not isinstance(model, KDSRStudent):
+def _check_args(model: KDSRStudent | TileRunner, tile: int | None, tile_pad: int, tile_batch: int) -> None:
+    if not isinstance(model, (KDSRStudent, TileRunner)):
         raise TypeError(
-            f"upscale needs a KDSRStudent (it estimates the degradation from the LR image alone), got "
+            f"upscale needs a KDSRStudent (it estimates the degradation from the LR image alone) or a "
+            f"TileRunner, got "
             f"{type(model).__name__}; a teacher needs the HR image -- build a student with "
             "KDSRStudent.from_teacher or load a student checkpoint"
         )
@@ -196,7 +197,7 @@ def encode_image(
 
 
 def upscale(
-    model: KDSRStudent,
+    model: KDSRStudent | TileRunner,
     image: torch.Tensor,
     tile: int | None = None,
     tile_pad: int = 10,
@@ -211,7 +212,9 @@ def upscale(
 
     Args:
         model: a KDSRStudent, on any device / dtype (e.g. CUDA float16); it is not switched to eval mode
-            (KDSR has no layers that differ between modes).
+            (KDSR has no layers that differ between modes). Or any TileRunner (e.g. onnxruntime's,
+            kdsr.deploy.OnnxStudent.runner()): then `precision` is the runner's own and `degradation` is the
+            (B, ...) estimate its `sr` takes.
         image: (B, 3, H, W) or (3, H, W) float in [0, 1], H, W >= 4, on any device (CPU keeps the output in
             host memory). Cast to the model's dtype tile by tile.
         tile: LR tile size in pixels; None processes the whole image at once.
@@ -222,9 +225,9 @@ def upscale(
         progress: optional callback(done, total) called after each model call (encoder tiles, then SR
             tiles; `upscale_stream`'s `stages` callback tells the two apart).
         precision: "fp32" (default; the model's own dtype), "bf16" (CPU or CUDA: the encoder and the
-            IDR-DCRBs and upsampler under bfloat16 autocast on channels_last inputs, the fused IDR-DDC on its
-            bf16 path; the residual stream, head, body conv and tail stay float32), "fp16" (the same in
-            float16, CUDA only) or "auto" (kdsr.device.auto_precision: bf16 only on a CPU with native bf16).
+            IDR-DCRBs and upsampler under bfloat16 autocast, the fused IDR-DDC on its bf16 path; the residual
+            stream, head, body conv and tail stay float32), "fp16" (the same in float16, CUDA only) or "auto"
+            (kdsr.device.auto_precision: bf16 only on a CPU with native bf16).
         encoder_pixels: the degradation estimate of a larger image reads about this many LR pixels, in
             evenly spread tiles (`encoder_windows`); None reads every pixel.
 
@@ -233,40 +236,17 @@ def upscale(
         input gives B = 1). Runs under torch.no_grad().
     """
     _check_args(model, tile, tile_pad, tile_batch)
-    device = model.sr_net.head.weight.device
-    precision = resolve_precision(precision, device)
-    if degradation is not None:
-        if isinstance(image, torch.Tensor) and image.dim() == 3:
-            image = image.unsqueeze(0)
-        check_image(image, "image")
-        degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
-        degradation = degradation.to(device, model.sr_net.head.weight.dtype)
-    runner = runner_for(model, precision)
-    return upscale_with(runner, image, tile, tile_pad, tile_batch, degradation, progress, encoder_pixels)
-
-
-# (first output row, block (B, 3, rows, scale*W) in [0, 1]): receives the SR result top to bottom, each output
-# row exactly once, in the dtype the network produced (float32 when tiles were blended).
-Sink = Callable[[int, torch.Tensor], None]
-
-
-def upscale_with(
-    runner: TileRunner,
-    image: torch.Tensor,
-    tile: int | None = None,
-    tile_pad: int = 10,
-    tile_batch: int = 1,
-    degradation: torch.Tensor | None = None,
-    progress: Progress | None = None,
-    encoder_pixels: int | None = ENCODER_PIXELS,
-) -> torch.Tensor:
-    """`upscale` for any TileRunner (PyTorch or onnxruntime); same arguments and result as `upscale`.
-
-    `degradation`, when given, is the (B, ...) estimate `runner.sr` takes, used instead of estimating it.
-    """
     if isinstance(image, torch.Tensor) and image.dim() == 3:
         image = image.unsqueeze(0)
     check_image(image, "image")
+    if isinstance(model, TileRunner):
+        runner = model
+    else:
+        device = model.sr_net.head.weight.device
+        runner = runner_for(model, resolve_precision(precision, device))
+        if degradation is not None:
+            degradation = _check_degradation(degradation, image.shape[0], model.n_feats)
+            degradation = degradation.to(device, model.sr_net.head.weight.dtype)
     B, _, H, W = image.shape
     s = runner.scale
     out = torch.empty(B, 3, s * H, s * W, dtype=image.dtype, device=image.device)
@@ -278,6 +258,11 @@ def upscale_with(
         runner, image, sink, tile, tile_pad, tile_batch, degradation, progress, None, encoder_pixels
     )
     return out
+
+
+# (first output row, block (B, 3, rows, scale*W) in [0, 1]): receives the SR result top to bottom, each output
+# row exactly once, in the dtype the network produced (float32 when tiles were blended).
+Sink = Callable[[int, torch.Tensor], None]
 
 
 def sr_layout(
@@ -336,7 +321,7 @@ def upscale_stream(
     rows by scale*W (on the image's device; its shape is `StreamBuffers.band`, the one the memory planner
     counts); once a row of windows is done, the output rows no later window touches are normalised, clamped
     and passed on, so no copy of the whole output exists here (the sink decides where it goes: a tensor in
-    `upscale_with`, a uint8/uint16 array in `kdsr upscale`). Blend weights are separable, so the normaliser is
+    `upscale`, a uint8/uint16 array in `kdsr upscale`). Blend weights are separable, so the normaliser is
     a product of two 1-D sums. One window covering the image: the network's own output, clamped, in one block
     (identical to untiled).
 

@@ -159,7 +159,6 @@ __global__ void __launch_bounds__(kThreads)
                             double* __restrict__ workspace, int64_t C, int64_t H, int64_t W, bool has_act,
                             double negative_slope) {
   typedef typename AccOf<T>::type A;
-  constexpr int P = K / 2;
   constexpr int KK = K * K;
   __shared__ A partial[kNhwcWarps][kNhwcLanes];
 
@@ -189,30 +188,12 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t col = pix % W;
     if (need_gx) {  // grad_x[h, col] = sum_ij w[i, j] * g[h - i + P, col - j + P]
       A acc = A(0);
-#pragma unroll
-      for (int i = 0; i < K; ++i) {
-        const int64_t hh = h + i - P;
-        if (hh < 0 || hh >= H) continue;
-#pragma unroll
-        for (int j = 0; j < K; ++j) {
-          const int64_t ww = col + j - P;
-          if (ww >= 0 && ww < W) acc += w_flipped[i * K + j] * g_at(base + (hh * W + ww) * C);
-        }
-      }
+      for_each_tap<K>(h, col, H, W, [&](int t, int64_t q) { acc += w_flipped[t] * g_at(base + q * C); });
       grad_x[base + pix * C] = store_cast(acc, grad_x);
     }
     if (need_gw) {  // grad_w[i, j] += g[h, col] * x[h + i - P, col + j - P]
       const A g = g_at(base + pix * C);
-#pragma unroll
-      for (int i = 0; i < K; ++i) {
-        const int64_t hh = h + i - P;
-        if (hh < 0 || hh >= H) continue;
-#pragma unroll
-        for (int j = 0; j < K; ++j) {
-          const int64_t ww = col + j - P;
-          if (ww >= 0 && ww < W) acc_w[i * K + j] += g * to_acc(x[base + (hh * W + ww) * C]);
-        }
-      }
+      for_each_tap<K>(h, col, H, W, [&](int t, int64_t q) { acc_w[t] += g * to_acc(x[base + q * C]); });
     }
   }
   if (!need_gw) return;  // uniform across the CTA

@@ -84,6 +84,24 @@ __device__ __forceinline__ __half store_cast(float v, __half*) { return __float2
 __device__ __forceinline__ __nv_bfloat16 store_cast(float v, __nv_bfloat16*) { return __float2bfloat16_rn(v); }
 
 // value, or LeakyReLU'(gate) * value when gate != nullptr (gate = saved forward output)
+// Calls fn(t, q) for every tap t = i * K + j of the 'same' K x K window at pixel (h, col) of an H x W plane
+// that lies inside it, q = (h + i - K/2) * W + (col + j - K/2) being the tap's pixel index (NHWC callers scale
+// it by C). The one home of the NHWC kernels' window walk (forward, grad_x, grad_w).
+template <int K, typename Fn>
+__device__ __forceinline__ void for_each_tap(int64_t h, int64_t col, int64_t H, int64_t W, Fn fn) {
+  constexpr int P = K / 2;
+#pragma unroll
+  for (int i = 0; i < K; ++i) {
+    const int64_t hh = h + i - P;
+    if (hh < 0 || hh >= H) continue;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      const int64_t ww = col + j - P;
+      if (ww >= 0 && ww < W) fn(i * K + j, hh * W + ww);
+    }
+  }
+}
+
 template <typename A>
 __device__ __forceinline__ A gated(A value, A gate, bool use_gate, A slope) {
   return (use_gate && !(gate > A(0))) ? value * slope : value;

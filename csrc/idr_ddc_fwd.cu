@@ -61,7 +61,6 @@ __global__ void __launch_bounds__(kThreads)
     idr_ddc_fwd_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ weight, T* __restrict__ y, int64_t C,
                             int64_t H, int64_t W, bool has_act, double negative_slope) {
   typedef typename AccOf<T>::type A;
-  constexpr int P = K / 2;
   const int64_t blocks = (C + kNhwcLanes - 1) / kNhwcLanes;
   const int64_t b = blockIdx.x / blocks;
   const int64_t c = (blockIdx.x % blocks) * kNhwcLanes + threadIdx.x;
@@ -79,16 +78,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t h = pix / W;
     const int64_t col = pix % W;
     A acc = A(0);
-#pragma unroll
-    for (int i = 0; i < K; ++i) {
-      const int64_t hh = h + i - P;
-      if (hh < 0 || hh >= H) continue;
-#pragma unroll
-      for (int j = 0; j < K; ++j) {
-        const int64_t ww = col + j - P;
-        if (ww >= 0 && ww < W) acc += w[i * K + j] * to_acc(xb[(hh * W + ww) * C]);
-      }
-    }
+    for_each_tap<K>(h, col, H, W, [&](int t, int64_t q) { acc += w[t] * to_acc(xb[q * C]); });
     if (has_act && !(acc > A(0))) acc *= slope;
     yb[pix * C] = store_cast(acc, yb);
   }

@@ -105,33 +105,36 @@ DISTINCT = {
 }
 
 
+# Real-ESRGAN option name of a stage -> RealWorldDegradation field (the second stage's end in "2").
+STAGE_FIELDS = {
+    "sinc": "sinc_prob",
+    "sigma": "blur_sigma",
+    "resize": "resize_prob",
+    "gaussian": "gaussian_noise_prob",
+    "noise": "noise_range",
+    "poisson": "poisson_scale_range",
+    "gray": "gray_noise_prob",
+    "jpeg": "jpeg_range",
+}
+
+
+def _stage(stage: dict, suffix: str) -> dict:
+    fields = {f"{field}{suffix}": stage[key] for key, field in STAGE_FIELDS.items()}
+    fields[f"resize_range{suffix}"] = (stage["down"][0], stage["up"][1])
+    return fields
+
+
 def _degradation(spec: dict) -> RealWorldDegradation:
     """RealWorldDegradation configured with ``spec`` (field names are the Real-ESRGAN option names)."""
     a, b = spec["first"], spec["second"]
     return RealWorldDegradation(
         scale=4,
-        sinc_prob=a["sinc"],
-        blur_sigma=a["sigma"],
         betag_range=a["betag"],
         betap_range=a["betap"],
-        resize_prob=a["resize"],
-        resize_range=(a["down"][0], a["up"][1]),
-        gaussian_noise_prob=a["gaussian"],
-        noise_range=a["noise"],
-        poisson_scale_range=a["poisson"],
-        gray_noise_prob=a["gray"],
-        jpeg_range=a["jpeg"],
         second_blur_prob=b["blur"],
-        sinc_prob2=b["sinc"],
-        blur_sigma2=b["sigma"],
-        resize_prob2=b["resize"],
-        resize_range2=(b["down"][0], b["up"][1]),
-        gaussian_noise_prob2=b["gaussian"],
-        noise_range2=b["noise"],
-        poisson_scale_range2=b["poisson"],
-        gray_noise_prob2=b["gray"],
-        jpeg_range2=b["jpeg"],
         final_sinc_prob=spec["final_sinc"],
+        **_stage(a, ""),
+        **_stage(b, "2"),
     )
 
 

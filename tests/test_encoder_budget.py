@@ -1,4 +1,4 @@
-"""The encoder pixel budget (kdsr.inference.encoder_budget layout, tiling.estimate_with): tile layout, and D
+"""The encoder pixel budget (kdsr.inference.encoder_budget layout, tiling.encode_image): tile layout, and D
 from a budget against the pooled-features formula."""
 
 from __future__ import annotations

@@ -143,21 +143,23 @@ def encoder_windows(
     ]
 
 
-def estimate_with(
-    runner: TileRunner,
+def encode_image(
+    model: KDSRStudent | TileRunner,
     image: torch.Tensor,
     tile: int | None = None,
     progress: Progress | None = None,
     max_pixels: int | None = ENCODER_PIXELS,
     budget_tile: int = BUDGET_TILE,
 ) -> torch.Tensor:
-    """The runner's degradation estimate of an image (B, 3, H, W), from tiles of `tile` LR pixels.
+    """The degradation estimate of an image (B, 3, H, W): D (B, C) of a KDSRStudent (on its device and dtype),
+    or a TileRunner's `head` of the pooled features, computed in tiles of `tile` LR pixels when given.
 
-    Each tile gets `runner.encoder_radius` pixels of context and only its core's features enter the
-    (float64) average, so the result equals the untiled one up to float summation order. An image with more
-    than `max_pixels` pixels is read from evenly spread `budget_tile`-px tiles covering about that many
-    (`encoder_windows`; None reads every pixel). progress(done, total) is called after each tile.
+    Each tile gets the encoder's receptive radius of context and only its core's features enter the
+    (float64) average, so up to `max_pixels` (None: always) the result equals `model.encode(image)[0]` up to
+    float summation order. A larger image is read from evenly spread `budget_tile`-px tiles covering about
+    `max_pixels` (`encoder_windows`), as `upscale` does. progress(done, total) is called after each tile.
     """
+    runner = torch_runner(model) if isinstance(model, KDSRStudent) else model
     B, _, H, W = image.shape
     windows = encoder_windows((H, W), tile, runner.encoder_radius, max_pixels, budget_tile)
     if len(windows) == 1:
@@ -175,25 +177,6 @@ def estimate_with(
         if progress is not None:
             progress(done, len(windows))
     return runner.head(total / pixels)
-
-
-def encode_image(
-    model: KDSRStudent,
-    image: torch.Tensor,
-    tile: int | None = None,
-    progress: Progress | None = None,
-    max_pixels: int | None = ENCODER_PIXELS,
-    budget_tile: int = BUDGET_TILE,
-) -> torch.Tensor:
-    """D (B, C) of an image (B, 3, H, W), computed in tiles of `tile` LR pixels when given.
-
-    Up to `max_pixels` (None: always) the result equals `model.encode(image)[0]` up to float summation order:
-    each tile gets `model.encoder.receptive_radius` pixels of context and only its core's features enter the
-    average. A larger image is read from evenly spread tiles covering about `max_pixels` (as `upscale`
-    does).
-    Returned on the model's device and dtype.
-    """
-    return estimate_with(torch_runner(model), image, tile, progress, max_pixels, budget_tile)
 
 
 def upscale(
@@ -353,7 +336,7 @@ def upscale_stream(
 
     with torch.no_grad():
         d = (
-            estimate_with(runner, image, enc_tile, lambda k, _n: report(ENCODE, k), encoder_pixels)
+            encode_image(runner, image, enc_tile, lambda k, _n: report(ENCODE, k), encoder_pixels)
             if degradation is None
             else degradation
         )

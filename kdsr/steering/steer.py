@@ -38,12 +38,12 @@ def runner_of(model):
 @torch.no_grad()
 def pooled_features(runner, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
     """The whole image's pooled encoder features (B, 4C) float64, computed in tiles when `tile` is set."""
-    from kdsr.inference.tiling import estimate_with
+    from kdsr.inference.tiling import encode_image
 
     if image.dim() == 3:
         image = image.unsqueeze(0)
     identity = dataclasses.replace(runner, head=lambda pooled: pooled.double())
-    return estimate_with(identity, image, tile)
+    return encode_image(identity, image, tile)
 
 
 def steered_pooled(

@@ -49,8 +49,24 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
 # -- allocator ---------------------------------------------------------------------------------------------
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_DEFAULT_THRESHOLD = 128 * 1024  # glibc's initial mmap and trim thresholds
 MALLOC_ENV = "KDSR_MALLOC"
 _malloc_state: str | None = None
+
+
+def _address_space_capped() -> bool:
+    """True when this process has a finite RLIMIT_AS (`ulimit -v`)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    return soft != resource.RLIM_INFINITY
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def reuse_freed_memory(threshold: int = 1 << 30) -> str:
@@ -60,24 +76,37 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> str:
     and unmaps them on free, so every large activation of every tile page-faults again (issue 24: 157 s of
     system time in a 12 MP upscale). Raising the mmap and trim thresholds to `threshold` bytes lets freed
     buffers be reused: the same numbers, fewer page faults; memory freed stays mapped to the process (peak
-    RSS is unchanged, RSS after the peak does not shrink). KDSR_MALLOC=default skips it.
+    RSS is unchanged, RSS after the peak does not shrink; `retained_free_bytes` counts it). Not under a finite
+    RLIMIT_AS, where the address space is the limit and freed memory must go back: a call that finds one
+    restores glibc's defaults and trims the heap. KDSR_MALLOC=default skips it.
 
-    Returns what was done: "raised", "default" (skipped by KDSR_MALLOC or not glibc/Linux) or "failed".
+    Returns what is in force: "raised", "default" (skipped: KDSR_MALLOC, an address-space limit, or not
+    glibc/Linux) or "failed".
     """
     global _malloc_state
     import os
     import sys
 
+    if _malloc_state == "raised" and _address_space_capped():
+        try:
+            libc = _libc()
+            libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD)
+            libc.malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        _malloc_state = "default"
     if _malloc_state is not None:
         return _malloc_state
-    if os.environ.get(MALLOC_ENV, "") == "default" or not sys.platform.startswith("linux"):
+    if (
+        os.environ.get(MALLOC_ENV, "") == "default"
+        or not sys.platform.startswith("linux")
+        or _address_space_capped()
+    ):
         _malloc_state = "default"
         return _malloc_state
     try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         ok = (
             libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
             and libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1
@@ -89,16 +118,15 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> str:
 
 
 def retained_free_bytes() -> int:
-    """Bytes glibc holds freed but mapped in this process (mallinfo2: free chunks of every arena), 0 where
-    unknown. With `reuse_freed_memory` they stay in the resident set and the address space after a large
+    """Bytes glibc holds freed but mapped in this process (mallinfo2: free chunks of every arena) while
+    `reuse_freed_memory` is in force, else 0 (also where unknown). They stay in the resident set after a large
     image, yet the next allocations reuse them first, so the memory planner counts them as available."""
     import sys
 
-    if not sys.platform.startswith("linux"):
+    if _malloc_state != "raised" or not sys.platform.startswith("linux"):
         return 0
     try:
         import ctypes
-        import ctypes.util
 
         class MallInfo2(ctypes.Structure):
             _fields_ = [  # noqa: RUF012 - the ctypes layout of glibc's struct mallinfo2
@@ -117,7 +145,7 @@ def retained_free_bytes() -> int:
                 )
             ]
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         libc.mallinfo2.restype = MallInfo2
         return int(libc.mallinfo2().fordblks)
     except (OSError, AttributeError):

@@ -111,6 +111,36 @@ def test_reuse_freed_memory_is_idempotent(monkeypatch):
     assert reuse_freed_memory() == "default"
 
 
+def test_reuse_freed_memory_gives_way_to_an_address_space_limit():
+    """Under a finite RLIMIT_AS freed memory must go back to the system: a process that raised the thresholds
+    restores glibc's defaults at the next call after a limit appears, and one started under a limit never
+    raises them (a fresh process each, glibc Linux only)."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc malloc thresholds are Linux-only")
+    child = r"""
+import resource, sys
+from kdsr.device import reuse_freed_memory
+from kdsr.inference.probe import _status_bytes
+first = reuse_freed_memory()
+limit = _status_bytes("VmSize") + (8 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+print(first, reuse_freed_memory())
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    first, after = run.stdout.split()
+    assert after == "default" and first in ("raised", "failed")
+    capped = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 40, resource.RLIM_INFINITY)); "
+        "from kdsr.device import reuse_freed_memory; print(reuse_freed_memory())"
+    )
+    run = subprocess.run([sys.executable, "-c", capped], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "default", run.stderr
+
+
 SET5 = "/work/shared/data/Set5"
 
 

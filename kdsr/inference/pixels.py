@@ -19,6 +19,7 @@ import torch
 
 from kdsr.data.io import LUMA, Pixels, pixels_to_tensor
 
+from ..device import reuse_freed_memory
 from . import probe
 from .memory import FLUSH_ROWS, MemoryModel, default_budget, image_bytes, plan_tile
 from .progress import Eta, TileBars
@@ -153,6 +154,7 @@ def upscale_pixels(
     ETA. `degradation`: a ready D (1, ...) used instead of the image's own estimate (all tiles share it).
     Raises MemoryError (budget below the image's arrays) or RuntimeError (non-finite network output).
     """
+    reuse_freed_memory()  # before the planner reads the headroom (the allocator policy decides what is free)
     s = runner.scale
     H, W = px.rgb.shape[:2]
     tile = choose_tile(plan, px, runner, device)

@@ -36,6 +36,13 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=16, help="budget tile side in LR px (default 16)")
     parser.add_argument("--model", default="iso-x4-student")
     parser.add_argument("--limit", type=int, default=None, help="first N images per set")
+    parser.add_argument(
+        "--mosaic",
+        type=int,
+        default=0,
+        help="K > 0: instead of single images, tile K x K images of the set (each centre-cropped to 320x480, "
+        "portraits turned) into one large HR image per group: a stand-in for a large photo",
+    )
     args = parser.parse_args()
     model = kdsr.load(args.model)
     model.validate_inputs = False
@@ -46,8 +53,8 @@ def main() -> None:
         paths = list_images(Path(args.data) / name)[: args.limit]
         rows = {f: {"dpsnr": [], "dd": []} for f in args.fractions}
         sizes = []
-        for path in paths:
-            hr = modcrop(read_image(path), 4).unsqueeze(0).double()
+        for hr in images(paths, args.mosaic):
+            hr = hr.unsqueeze(0).double()
             for sigma in args.sigmas:
                 lr = degrade(hr, isotropic_gaussian_kernel(sigma, dtype=torch.float64), 4).float()
                 sizes.append(lr.shape[-2] * lr.shape[-1])
@@ -69,6 +76,27 @@ def main() -> None:
                 f"{min(r['dpsnr']):+.4f} | {statistics.mean(r['dd']):.4f} | {max(r['dd']):.4f} |",
                 flush=True,
             )
+
+
+def centre(img: torch.Tensor, h: int = 320, w: int = 480) -> torch.Tensor:
+    """(3, H, W) -> (3, h, w): portraits turned to landscape, then the centre crop."""
+    if img.shape[1] > img.shape[2]:
+        img = img.transpose(1, 2)
+    top, left = (img.shape[1] - h) // 2, (img.shape[2] - w) // 2
+    return img[:, top : top + h, left : left + w]
+
+
+def images(paths: list, mosaic: int):
+    """Each image (modcropped to 4), or with mosaic K the K x K mosaics of consecutive images."""
+    if mosaic <= 0:
+        for path in paths:
+            yield modcrop(read_image(path), 4)
+        return
+    group = mosaic * mosaic
+    for start in range(0, len(paths) - group + 1, group):
+        tiles = [centre(read_image(p)) for p in paths[start : start + group]]
+        rows = [torch.cat(tiles[r * mosaic : (r + 1) * mosaic], dim=2) for r in range(mosaic)]
+        yield torch.cat(rows, dim=1)
 
 
 if __name__ == "__main__":

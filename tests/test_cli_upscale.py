@@ -299,10 +299,11 @@ def test_output_that_is_a_file_exits_with_2_and_one_line(tmp_path, checkpoints, 
 
 
 def test_default_flags_finish_under_an_address_space_cap_the_untiled_run_exceeds(tmp_path):
-    """A subprocess caps its address space (RLIMIT_AS) at its current size plus 75% of what the untiled
-    network allocates for the image (the probe's profiled peak: its estimate / CPU_SAFETY); the untiled
-    network runs out of memory there, `kdsr upscale` with the default flags picks tiles from the headroom and
-    finishes. A narrow x4 model (8 features) keeps the compute small and the memory large."""
+    """A process started under an address-space cap (RLIMIT_AS, as `ulimit -v` sets it) of its size after a
+    warm-up run plus 75% of what the untiled network allocates for the image (the probe's profiled peak:
+    its estimate / CPU_SAFETY): the untiled network runs out of memory there, `kdsr upscale` with the default
+    flags picks tiles from the headroom and finishes. A first process measures the size and the need; a
+    second runs under the cap from its start. A narrow x4 model (8 features): small compute, large memory."""
     import subprocess
     import sys
 
@@ -311,33 +312,45 @@ def test_default_flags_finish_under_an_address_space_cap_the_untiled_run_exceeds
     src = tmp_path / "big.png"
     Image.fromarray(rgb_noise(600, 600, seed=13)).save(src)  # the fixed per-window cost is small next to it
     Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "warm.png")
-    child = f"""
+    ckpt = str(tmp_path / "narrow.pt")
+    warm = f"""
 import resource, sys, torch
+if len(sys.argv) > 1:
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), resource.RLIM_INFINITY))
 torch.set_num_threads(1)
 import kdsr
 from kdsr.cli import main
-from kdsr.inference.probe import _status_bytes
-from kdsr.inference.probe import CPU_SAFETY, measure_memory
+from kdsr.inference.probe import CPU_SAFETY, _status_bytes, measure_memory
 from kdsr.inference.tiling import runner_for
-ckpt = {str(tmp_path / "narrow.pt")!r}
-assert main(["upscale", {str(tmp_path / "warm.png")!r}, "-o", {str(tmp_path / "w")!r}, "--checkpoint", ckpt,
-             "--no-progress"]) == 0  # imports everything the run needs
-model = kdsr.load(ckpt)
+warm = {str(tmp_path / "warm.png")!r}
+assert main(["upscale", warm, "-o", {str(tmp_path / "w")!r}, "--checkpoint", {ckpt!r},
+             "--no-progress", "--overwrite"]) == 0  # imports everything the run needs
+model = kdsr.load({ckpt!r})
+"""
+    measure = (
+        warm
+        + """
 untiled = measure_memory(runner_for(model), torch.device("cpu")).sr_per_px * 600 * 600 / CPU_SAFETY
-lr = torch.rand(1, 3, 600, 600)
-cap = _status_bytes("VmSize") + int(0.75 * untiled)
-resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+print(_status_bytes("VmSize") + int(0.75 * untiled))
+"""
+    )
+    run = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    cap = run.stdout.strip().splitlines()[-1]
+    capped = (
+        warm
+        + f"""
 try:
     with torch.no_grad():
-        model(lr)
+        model(torch.rand(1, 3, 600, 600))
     sys.exit("the untiled run fit under the cap: the test proves nothing")
 except RuntimeError as exc:  # torch.OutOfMemoryError or oneDNN's "could not create a primitive"
     print("untiled:", type(exc).__name__, str(exc).splitlines()[0][:80])
-del lr
 out = {str(tmp_path / "o")!r}
-sys.exit(main(["upscale", {str(src)!r}, "-o", out, "--checkpoint", ckpt, "--no-progress"]))
+sys.exit(main(["upscale", {str(src)!r}, "-o", out, "--checkpoint", {ckpt!r}, "--no-progress"]))
 """
-    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    )
+    run = subprocess.run([sys.executable, "-c", capped, cap], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "untiled:" in run.stdout
     assert "tiles" in run.stderr and "1/1 images written" in run.stderr  # auto chose tiles and finished

@@ -6,8 +6,16 @@ from __future__ import annotations
 import torch
 
 import kdsr
-from kdsr.inference.encoder_budget import budget_tiles, covered_fraction
+from kdsr.inference.encoder_budget import budget_tiles
 from kdsr.inference.tiling import encode_image
+
+
+def covered_fraction(height: int, width: int, tiles: list[tuple[int, int, int, int]]) -> float:
+    """Share of the image's pixels inside at least one tile (a mask, counted)."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for top, left, h, w in tiles:
+        mask[top : top + h, left : left + w] = True
+    return float(mask.float().mean())
 
 
 def test_tiles_cover_about_the_fraction_inside_the_image():

@@ -6,14 +6,12 @@
 KD-IDE ends in a global average pool, so D is the MLP head of the mean of per-pixel features. A budget
 replaces that mean by the mean over the cores of `n` tiles laid on an even grid; each tile is encoded with
 `encoder.receptive_radius` pixels of context, so its core's features are exactly the whole-image ones there.
-`fraction >= 1` (or a grid that would cover the image) gives the whole-image estimate.
+`encoder_windows` (kdsr.inference.tiling) uses the budget only for images with more pixels than it.
 """
 
 from __future__ import annotations
 
 import math
-
-import torch
 
 
 def budget_tiles(height: int, width: int, fraction: float, tile: int) -> list[tuple[int, int, int, int]]:
@@ -36,11 +34,3 @@ def budget_tiles(height: int, width: int, fraction: float, tile: int) -> list[tu
         for top in starts(height, th, rows)
         for left in starts(width, tw, cols)
     ]
-
-
-def covered_fraction(height: int, width: int, tiles: list[tuple[int, int, int, int]]) -> float:
-    """Share of the image's pixels inside at least one tile."""
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    for top, left, h, w in tiles:
-        mask[top : top + h, left : left + w] = True
-    return float(mask.float().mean())

@@ -160,12 +160,19 @@ def measure_peak(fn: Callable[[], object], how: str, device: torch.device) -> in
         return None
 
 
-def safety_factor(device: torch.device, how: str = "torch") -> float:
+def safety_factor(device: torch.device, how: str = "torch", precision: str = "fp32") -> float:
     """Multiplier applied to a measured peak (allocator overhead, fragmentation, page rounding; onnxruntime's
-    arena grows in powers of two, so a window may take up to twice its linear share: RSS_SAFETY)."""
+    arena grows in powers of two, so a window may take up to twice its linear share: RSS_SAFETY; bf16 that
+    oneDNN emulates on a CPU without native bf16: EMULATED_BF16_SAFETY)."""
     if how == "rss":
         return RSS_SAFETY
-    return CUDA_SAFETY if device.type == "cuda" else CPU_SAFETY
+    if device.type == "cuda":
+        return CUDA_SAFETY
+    if precision == "bf16":
+        from kdsr.device import has_native_bf16
+
+        return CPU_SAFETY if has_native_bf16(device) else EMULATED_BF16_SAFETY
+    return CPU_SAFETY
 
 
 def measure_memory(runner, device: torch.device, how: str = "torch") -> MemoryModel:
@@ -187,11 +194,7 @@ def measure_memory(runner, device: torch.device, how: str = "torch") -> MemoryMo
             runner.sr(x, d)
 
         peaks = [measure_peak(fn, how, device) for fn in (enc, sr)]
-    factor = safety_factor(device, how)
-    if how == "torch" and device.type == "cpu" and runner.precision == "bf16":
-        from kdsr.device import has_native_bf16
-
-        factor = factor if has_native_bf16(device) else EMULATED_BF16_SAFETY
+    factor = safety_factor(device, how, runner.precision)
     enc_px, sr_px = (65536.0 if p is None else factor * p / (n * n) for p in peaks)
     return MemoryModel(enc_px, sr_px)
 

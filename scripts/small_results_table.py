@@ -1,10 +1,12 @@
-"""Markdown results table of the issue-12 reproduction, generated from its `kdsr eval --json` files.
+"""Markdown results table of the classic KD studies (issues 12 and 21), from their `kdsr eval --json` files.
 
     python scripts/small_results_table.py docs/results/small
 
 Reads <dir>/{bicubic,teacher}.json, <dir>/student_<kd>_s<seed>.json and, when present, <dir>/sigma_r2.json
-({label: R²} from `kdsr tsne --readout-json`). Rows with several seeds show the mean and the spread
-(max - min over seeds); the gap columns compare with the no-KD student's mean, with both spreads next to it.
+({label: R²} from `kdsr tsne --readout-json`) and <dir>/dprime_distance.json ({label: {"kl", "l1"}} from
+experiments/student_teacher_distance.py; label student_<kd>_s<seed> or <kd>_s<seed>). Rows with several seeds
+show the mean and the spread (max - min over seeds); the gap columns compare with the no-KD student's mean,
+with both spreads next to it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ LABELS = {  # row key -> label, in table order
     "kl": "Student, KD = KL at τ = 0.15 (the paper)",
     "klt2": "Student, KD = KL at τ = 2.0 (ours)",
     "klwarm": "Student, KD = KL after a 500-it KD-only warm-up (ours)",
+    "klstd": "Student, KD = KL on standardised D′ at τ = 1.0 (ours)",
     "l1": "Student, KD = L1",
     "l2": "Student, KD = L2",
     "none": "Student, no KD",
@@ -44,6 +47,11 @@ def collect(folder: Path) -> dict[str, list[tuple[str, dict]]]:
     return found
 
 
+def _lookup(by_label: dict, stem: str) -> dict | None:
+    """by_label's entry for a JSON stem "student_<kd>_s<seed>", keyed by the stem or by "<kd>_s<seed>"."""
+    return by_label.get(stem, by_label.get(stem.removeprefix("student_")))
+
+
 def _cell(values: list[float], digits: int) -> str:
     mean = sum(values) / len(values)
     if len(values) == 1:
@@ -56,7 +64,10 @@ def table(folder: Path) -> str:
     found = collect(folder)
     r2_path = folder / "sigma_r2.json"
     r2 = json.loads(r2_path.read_text()) if r2_path.exists() else {}
+    dist_path = folder / "dprime_distance.json"
+    dist = json.loads(dist_path.read_text()) if dist_path.exists() else {}
     head = ["model"] + [f"{d} PSNR / SSIM" for d in DATASETS] + ["Set14 Δ vs no-KD (dB)", "σ-R² of D"]
+    head += ["D′ to teacher: L1"] if dist else []
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for key in LABELS:
         if key not in found:
@@ -78,6 +89,9 @@ def table(folder: Path) -> str:
             cells.append("")
         scores = [r2[stem] for stem, _ in runs if stem in r2]
         cells.append(_cell(scores, 2) if scores else "")
+        if dist:
+            gaps = [_lookup(dist, stem)["l1"] for stem, _ in runs if _lookup(dist, stem)]
+            cells.append(_cell(gaps, 3) if gaps else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(

@@ -23,15 +23,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rw_target_batches import add_arguments, target_batches
 from torch import nn
 
-import kdsr
-from kdsr.degradations.realworld import RealWorldDegradation
 from kdsr.degradations.realworld_targets import (
     REALWORLD_TARGETS,
     TARGET_CENTER,
     TARGET_HALF_RANGE,
-    realworld_targets,
 )
 from kdsr.training.readout import RealWorldReadout, ridge_r2
 
@@ -72,14 +70,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["jpeg", "noise2"], choices=REALWORLD_TARGETS)
     parser.add_argument("--teacher", action="store_true", help="also give it the HR crop (as the KD teacher)")
     parser.add_argument("--width", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr-patch", type=int, default=32, help="LR crop side (HR = 4x)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--every", type=int, default=500)
-    parser.add_argument("--train-dir", default="../shared/data/B100")
-    parser.add_argument("--val-dirs", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser, steps=3000, every=500)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -89,21 +80,13 @@ def main() -> None:
     model = Regressor(args.width, len(cols), args.teacher)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    train = kdsr.data.HRImageDataset(
-        args.train_dir, 4, args.lr_patch, augment=True, cache="ram", progress=False
-    )
-    deg = RealWorldDegradation(scale=4)
-    gen = torch.Generator().manual_seed(args.seed)
+    batches = target_batches(args, cols)
     probe = RealWorldReadout(args.val_dirs, 4, crops_per_image=4, draws=3, lr_patch=args.lr_patch)
     val_t = probe.targets[:, cols]
-    print(f"{len(train)} train images, probe {probe.lr.shape[0]} rows; targets {args.targets}", flush=True)
+    print(f"probe {probe.lr.shape[0]} rows; targets {args.targets}", flush=True)
     start, losses = time.time(), []
     for step in range(1, args.steps + 1):
-        idx = torch.randint(0, len(train), (args.batch,), generator=gen).tolist()
-        hr = torch.stack([train[i] for i in idx]).float()
-        with torch.no_grad():
-            lr, p = deg(hr, generator=gen, return_params=True)
-        target = (torch.from_numpy(realworld_targets(p, deg)[:, cols]).float() - center) / half
+        lr, hr, target = next(batches)
         loss = F.mse_loss(model(lr.float(), hr), target)
         opt.zero_grad()
         loss.backward()

@@ -17,14 +17,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rw_target_batches import add_arguments, target_batches
 
 import kdsr
-from kdsr.degradations.realworld import RealWorldDegradation
 from kdsr.degradations.realworld_targets import (
     REALWORLD_TARGETS,
-    TARGET_CENTER,
-    TARGET_HALF_RANGE,
-    realworld_targets,
 )
 from kdsr.models.encoder import highpass_init_
 from kdsr.training.readout import RealWorldReadout
@@ -34,14 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=["teacher", "student"], default="teacher")
     parser.add_argument("--variant", default="tiny")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr-patch", type=int, default=32, help="LR crop side (HR = 4x)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--every", type=int, default=250)
-    parser.add_argument("--train-dir", default="../shared/data/B100")
-    parser.add_argument("--val-dirs", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser, steps=1500, every=250)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -52,21 +42,11 @@ def main() -> None:
     head = torch.nn.Linear(dim, len(REALWORLD_TARGETS))
     params = list(model.encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
-    center = torch.tensor(TARGET_CENTER, dtype=torch.float32)
-    half = torch.tensor(TARGET_HALF_RANGE, dtype=torch.float32)
-    train = kdsr.data.HRImageDataset(
-        args.train_dir, 4, args.lr_patch, augment=True, cache="ram", progress=False
-    )
-    deg = RealWorldDegradation(scale=4)
-    gen = torch.Generator().manual_seed(args.seed)
+    batches = target_batches(args, range(len(REALWORLD_TARGETS)))
     probe = RealWorldReadout(args.val_dirs, 4, crops_per_image=4, draws=3, lr_patch=args.lr_patch)
     start, losses = time.time(), []
     for step in range(1, args.steps + 1):
-        idx = torch.randint(0, len(train), (args.batch,), generator=gen).tolist()
-        hr = torch.stack([train[i] for i in idx]).float()
-        with torch.no_grad():
-            lr, p = deg(hr, generator=gen, return_params=True)
-        target = (torch.from_numpy(realworld_targets(p, deg)).float() - center) / half
+        lr, hr, target = next(batches)
         _, dprime = model.encode(lr, hr) if args.role == "teacher" else model.encode(lr)
         loss = F.mse_loss(head(dprime), target)
         opt.zero_grad()

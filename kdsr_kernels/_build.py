@@ -3,7 +3,8 @@
 `pip install` builds `kdsr_kernels._C` (CPU) and, when torch has CUDA, `kdsr_kernels._C_cuda` (setup.py).
 When a module is absent (an install without a compiler, build isolation without torch, a source checkout)
 it is compiled once with `torch.utils.cpp_extension.load` from the C++ sources shipped in the package (or
-`csrc/` of a checkout) into torch's extension cache, announced by one log line. When that fails too,
+`csrc/` of a checkout) into torch's extension cache (`build_directory`), announced by one log line. A build
+killed half-way does not block later ones (`_build_lock`). When that fails too,
 `load_extension` returns the compiler's message, which becomes the backend's `unavailable_reason`.
 
 Environment: KDSR_JIT=off|auto|force (default auto)
@@ -20,6 +21,8 @@ import importlib
 import logging
 import os
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -150,17 +153,77 @@ def _warn_if_stale(module: ModuleType) -> None:
         )
 
 
+def build_directory(name: str) -> Path:
+    """Where the first-use build of extension `name` lives: $TORCH_EXTENSIONS_DIR (else torch's default root),
+    then one folder per Python and torch version, then `name`."""
+    import sys
+
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    version = "".join(c if c.isalnum() or c in "._-" else "_" for c in torch.__version__)
+    return Path(root) / f"kdsr_py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
+
+
+@contextmanager
+def _build_lock(folder: Path, patience_s: float):
+    """Hold an advisory lock on `folder` for one build; the kernel drops it when its holder dies.
+
+    torch's own `lock` file stays behind when a build is killed, and every later build then waits on it
+    forever. Whoever holds this lock is the only kdsr build of `folder`, so a `lock` file found then is such a
+    leftover and is removed. TimeoutError after `patience_s` seconds of another live build holding it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "kdsr-build.lock", "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks; torch's lock file is all there is
+            yield
+            return
+        deadline = time.monotonic() + patience_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process has been building {folder} for over {patience_s:.0f} s; "
+                        "wait for it to finish, or stop it and retry"
+                    ) from None
+                if not announced:
+                    log.warning("kdsr_kernels: another process is building %s; waiting for it", folder)
+                    announced = True
+                time.sleep(0.5)
+        try:
+            stale = folder / "lock"
+            if stale.exists():
+                log.warning("kdsr_kernels: removing %s, left by a build that was killed", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+BUILD_PATIENCE_S = 1800.0  # how long to wait for another process's build of the same extension
+
+
 def _jit_build(target: str, name: str, sources: list[str], include_dir: Path) -> ModuleType:
     from torch.utils.cpp_extension import load
 
+    folder = build_directory(name)
     kwargs = {
         "name": name,
         "sources": sources,
         "extra_include_paths": [str(include_dir)],
         "extra_cflags": CXX_FLAGS,
         "extra_ldflags": LINK_FLAGS,
+        "build_directory": str(folder),
         "verbose": log.isEnabledFor(logging.DEBUG),
     }
     if target == "cuda":
         kwargs["extra_cuda_cflags"] = NVCC_FLAGS
-    return load(**kwargs)
+    with _build_lock(folder, BUILD_PATIENCE_S):
+        return load(**kwargs)

@@ -222,6 +222,53 @@ def test_missing_module_and_failed_build_give_actionable_reason(monkeypatch):
         _build.load_extension("cpu")
 
 
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import fcntl, sys, time
+    handle = open(sys.argv[1], "a+")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory build locks are POSIX-only")
+def test_a_killed_builds_lock_file_does_not_block_the_next_build(monkeypatch, tmp_path):
+    """torch's `lock` file, left by a build that was killed, is removed before torch's load() waits on it
+    (it would wait forever); a build that another live process holds is waited for, then reported."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = _build.build_directory("kdsr_probe_ext")
+    assert tmp_path in folder.parents and folder.name == "kdsr_probe_ext"
+    folder.mkdir(parents=True)
+    (folder / "lock").write_text("")  # what `kill -9` during torch's build leaves behind
+    seen = {}
+
+    def fake_load(**kwargs):
+        seen.update(kwargs, lock_present=(Path(kwargs["build_directory"]) / "lock").exists())
+        return "module"
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", fake_load)
+    assert _build._jit_build("cpu", "kdsr_probe_ext", ["a.cpp"], tmp_path) == "module"
+    assert seen["build_directory"] == str(folder) and seen["lock_present"] is False
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(folder / "kdsr-build.lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (folder / "lock").write_text("")  # a live build's own lock file must be left alone
+        with pytest.raises(TimeoutError, match="another process"):
+            with _build._build_lock(folder, patience_s=1.0):
+                pass
+        assert (folder / "lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with _build._build_lock(folder, patience_s=5.0):  # the kernel dropped the dead holder's lock
+        assert not (folder / "lock").exists()
+
+
 def test_named_cpu_backend_raises_the_build_message(monkeypatch):
     failure = (None, "building the cpu extension failed: boom (simulated)")
     monkeypatch.setattr(_build, "_cache", {"cpu": failure})
@@ -255,15 +302,23 @@ _JIT_CHECK = textwrap.dedent(
 
 
 @pytest.mark.skipif(os.environ.get("KDSR_TEST_JIT") != "1", reason="KDSR_TEST_JIT=1 runs it (1-2 min build)")
-def test_jit_build_from_sources():
-    """KDSR_JIT=force compiles csrc/ on first use. In a fresh process: the module defines the kdsr op schemas,
-    which a process that already loaded the installed _C has (a second definition aborts)."""
-    env = {**os.environ, "KDSR_JIT": "force"}
+def test_jit_build_from_sources(tmp_path):
+    """KDSR_JIT=force compiles csrc/ on first use, from scratch (an empty TORCH_EXTENSIONS_DIR), past the
+    `lock` file of an earlier build that was killed. In a fresh process: the module defines the kdsr op
+    schemas, which a process that already loaded the installed _C has (a second definition aborts)."""
+    env = {**os.environ, "KDSR_JIT": "force", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    find_folder = "from kdsr_kernels import _build as b; print(b.build_directory(b.EXTENSIONS['cpu'][1]))"
+    folder = subprocess.run(
+        [sys.executable, "-c", find_folder], env=env, capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.strip()
+    Path(folder).mkdir(parents=True)
+    (Path(folder) / "lock").write_text("")
     result = subprocess.run(
         [sys.executable, "-c", _JIT_CHECK], env=env, capture_output=True, text=True, timeout=900, cwd=REPO
     )
     assert result.returncode == 0 and "jit ok" in result.stdout, result.stdout + result.stderr
+    assert "left by a build that was killed" in result.stderr, result.stderr
 
 
 @needs_cpu_ext

@@ -160,3 +160,27 @@ def test_bf16_path_within_one_level_on_a_real_crop():
         bf16 = (student_forward(model, "bf16")(lr).float().clamp(0, 1) * 255).round()
     off = (fp32 - bf16).abs() > 1
     assert float(off.float().mean()) <= 1e-3, f"{int(off.sum())} of {off.numel()} values off by > 1 level"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_roofline_times_the_layout_upscale_feeds(precision):
+    """The roofline benchmark's forward hands the network the memory format `kdsr upscale` does (channels_last
+    on the CPU, fp32 too), and its output is the model's own."""
+    from kdsr.inference.runners import torch_runner
+    from kdsr.models.roofline import student_forward
+
+    torch.manual_seed(0)
+    model = kdsr.load(kdsr.KDSRStudent("tiny", 2).checkpoint())
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    lr = torch.rand(1, 3, 20, 24)
+    want = torch_runner(model).to_input(lr)
+    with torch.no_grad():
+        out = student_forward(model, precision)(lr)
+        ref = model(want)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) == want.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    tol = 1e-5 if precision == "fp32" else 0.05
+    assert out.shape == (1, 3, 40, 48) and torch.allclose(out.float(), ref, atol=tol)

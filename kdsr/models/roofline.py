@@ -40,17 +40,19 @@ def _sync(device: torch.device) -> None:
 def student_forward(model: nn.Module, precision: str = "fp32") -> Callable[[torch.Tensor], torch.Tensor]:
     """lr (B, 3, H, W) -> sr, the way `kdsr upscale` runs a student at `precision` (untiled).
 
-    "fp32": the model's own dtype. "bf16" / "fp16": encoder and SR body under autocast to that dtype, the
-    residual stream / head / body conv / tail in the model's dtype, channels_last input (the upscale path).
+    Input layout as `kdsr.inference.runners.torch_runner`: channels_last on the CPU and in low precision,
+    contiguous NCHW for CUDA float32. "fp32": the model's own dtype. "bf16" / "fp16": encoder and SR body
+    under autocast to that dtype, the residual stream / head / body conv / tail in the model's dtype.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     low = PRECISIONS[precision]
-    if low is None:
-        return model
 
     def forward(lr: torch.Tensor) -> torch.Tensor:
-        lr = lr.contiguous(memory_format=torch.channels_last)
+        if low is not None or lr.device.type == "cpu":
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        if low is None:
+            return model(lr)
         with torch.autocast(lr.device.type, dtype=low):
             d, _ = model.encoder(lr)
         return model.sr_net(lr, d.to(lr.dtype), body_dtype=low)

@@ -1,8 +1,9 @@
 """Training-step speed of the CPU recipe's options side by side: fp32 eager (today), bf16 autocast,
-torch.compile, both. Interleaved rounds (A B C D A B C D ...), medians, ratios to fp32 eager.
+torch.compile, both, and fp32 with the model and batches in channels_last (issue 24; not a config option:
+the benchmark converts them). Interleaved rounds (A B C D A B C D ...), medians, ratios to fp32 eager.
 
     OMP_NUM_THREADS=1 python benchmarks/train_options.py --threads 1 --rounds 15 --lr-patch 32
-    pytest benchmarks/test_bench_train_options.py --benchmark-only      # the pytest-benchmark form
+    OMP_NUM_THREADS=1 python benchmarks/train_options.py --options "fp32 eager" "fp32 channels_last"
 
 Same synthetic images and the same iteration indices (hence identical batches) for every option.
 """
@@ -23,11 +24,14 @@ from PIL import Image
 from kdsr.training.config import load_config
 from kdsr.training.trainer import Trainer
 
+CHANNELS_LAST = "channels_last"  # not a config override: make_trainer converts the model and its batches
+
 OPTIONS = {
     "fp32 eager": ["train.precision=fp32", "train.compile=false"],
     "bf16 eager": ["train.precision=bf16", "train.compile=false"],
     "fp32 compile": ["train.precision=fp32", "train.compile=true"],
     "bf16 compile": ["train.precision=bf16", "train.compile=true"],
+    "fp32 channels_last": ["train.precision=fp32", "train.compile=false", CHANNELS_LAST],
 }
 
 
@@ -41,7 +45,10 @@ def make_images(folder: Path, count: int = 4, size: int = 160) -> Path:
 
 
 def make_trainer(tmp: Path, option: list[str], variant: str, lr_patch: int, batch: int) -> Trainer:
-    """A teacher Trainer of the tiny recipe with `option` overrides, on synthetic images."""
+    """A teacher Trainer of the tiny recipe with `option` overrides, on synthetic images (CHANNELS_LAST in
+    `option`: the model's weights and every batch in channels_last)."""
+    nhwc = CHANNELS_LAST in option
+    option = [o for o in option if o != CHANNELS_LAST]
     overrides = [
         f"data.train_dir={make_images(tmp / 'hr')}",
         "data.val_dir=null",
@@ -52,7 +59,13 @@ def make_trainer(tmp: Path, option: list[str], variant: str, lr_patch: int, batc
         f"data.batch_size={batch}",
         *option,
     ]
-    return Trainer(load_config("tiny_iso_x4_teacher", overrides), progress=False)
+    trainer = Trainer(load_config("tiny_iso_x4_teacher", overrides), progress=False)
+    if nhwc:
+        trainer.model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
+        batch_for = trainer.batch_for
+        to_nhwc = torch.channels_last
+        trainer.batch_for = lambda it: tuple(t.contiguous(memory_format=to_nhwc) for t in batch_for(it))
+    return trainer
 
 
 def main() -> None:
